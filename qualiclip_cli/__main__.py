@@ -1,0 +1,3 @@
+from qualiclip_cli.commands.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Core library: model, weights, decoding, scoring, curation. Never prints, never imports the CLI."""

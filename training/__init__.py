@@ -1,0 +1,1 @@
+"""Self-supervised QualiCLIP fine-tuning on pristine photos (SPEC section 3)."""
