@@ -1,0 +1,24 @@
+"""The seven antonym prompt pairs of QualiCLIP (SPEC section 1), positive first."""
+
+PROMPT_PAIRS: tuple[tuple[str, str], ...] = (
+    ("Good photo.", "Bad photo."),
+    ("Sharp image.", "Blurry image."),
+    ("Sharp edges.", "Blurry edges."),
+    ("High-resolution image.", "Low-resolution image."),
+    ("Noise-free image.", "Noisy image."),
+    ("High-quality image.", "Low-quality image."),
+    ("Good picture.", "Bad picture."),
+)
+
+# Names of the sub-scores, one per pair, in the same order.
+PAIR_NAMES: tuple[str, ...] = ("overall", "sharpness", "edges", "resolution", "noise", "quality", "picture")
+
+# Row order of `prompts_features` in the weights file: pos1, neg1, ..., pos7, neg7.
+PROMPTS: tuple[str, ...] = tuple(text for pair in PROMPT_PAIRS for text in pair)
+
+# Fixed logit scale of the reference scorer (not the checkpoint's logit_scale).
+LOGIT_SCALE = 100.0
+
+# CLIP image normalisation.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -1,0 +1,120 @@
+"""Per-file result records and their stable machine formats (csv, jsonl, json)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, TextIO
+
+from qualiclip_cli.core.prompts import PAIR_NAMES
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+# Field order of the machine formats. Changing it is a breaking change: document it in the README.
+BASE_FIELDS = ("path", "score", "status", "error", "width", "height")
+
+
+@dataclass
+class ScoreRecord:
+    """One file's outcome. `score` is in [0, 1], higher is better; None when status is "error".
+
+    width/height are the size actually scored (after EXIF orientation and the resolution policy).
+    pairs maps each of the 7 pair names to its positive-prompt probability (None on error).
+    """
+
+    path: str
+    score: float | None
+    status: str = STATUS_OK
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+    pairs: dict[str, float] | None = field(default=None)
+    cached: bool = field(default=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    @classmethod
+    def failure(cls, path: str, reason: str) -> "ScoreRecord":
+        return cls(path=path, score=None, status=STATUS_ERROR, error=reason)
+
+    def to_dict(self, details: bool = False) -> dict:
+        row = {
+            "path": self.path,
+            "score": self.score,
+            "status": self.status,
+            "error": self.error,
+            "width": self.width,
+            "height": self.height,
+        }
+        if details:
+            row["pairs"] = dict(self.pairs) if self.pairs is not None else None
+        return row
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is None or math.isfinite(x) else None
+
+
+def write_jsonl(records: Iterable[ScoreRecord], out: TextIO, details: bool = False) -> None:
+    for rec in records:
+        out.write(json.dumps(rec.to_dict(details), ensure_ascii=False) + "\n")
+
+
+def write_json(records: Iterable[ScoreRecord], out: TextIO, details: bool = False) -> None:
+    json.dump([rec.to_dict(details) for rec in records], out, ensure_ascii=False, indent=2)
+    out.write("\n")
+
+
+def csv_header(details: bool = False) -> list[str]:
+    return list(BASE_FIELDS) + ([f"pair_{name}" for name in PAIR_NAMES] if details else [])
+
+
+def write_csv(records: Iterable[ScoreRecord], out: TextIO, details: bool = False) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(csv_header(details))
+    for rec in records:
+        row = [rec.path, _fmt(rec.score), rec.status, rec.error or "", _int(rec.width), _int(rec.height)]
+        if details:
+            row += [_fmt((rec.pairs or {}).get(name)) for name in PAIR_NAMES]
+        writer.writerow(row)
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else repr(float(x))
+
+
+def _int(x: int | None) -> str:
+    return "" if x is None else str(x)
+
+
+WRITERS = {"jsonl": write_jsonl, "json": write_json, "csv": write_csv}
+
+
+def read_records(text: str, fmt: str) -> list[ScoreRecord]:
+    """Parse any of the machine formats back into records (used by tests and by `--from` inputs)."""
+    if fmt == "jsonl":
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    elif fmt == "json":
+        rows = json.loads(text)
+    elif fmt == "csv":
+        rows = []
+        for r in csv.DictReader(io.StringIO(text)):
+            pairs = {n: float(r[f"pair_{n}"]) for n in PAIR_NAMES if r.get(f"pair_{n}")} or None
+            rows.append({
+                "path": r["path"],
+                "score": float(r["score"]) if r["score"] else None,
+                "status": r["status"],
+                "error": r["error"] or None,
+                "width": int(r["width"]) if r["width"] else None,
+                "height": int(r["height"]) if r["height"] else None,
+                "pairs": pairs,
+            })
+    else:
+        raise ValueError(f"unknown format {fmt!r}")
+    return [ScoreRecord(**{k: row.get(k) for k in (*BASE_FIELDS, "pairs")}) for row in rows]
