@@ -1,0 +1,85 @@
+"""The QualiCLIP scorer: image tensor in, quality score and 7 pair probabilities out (SPEC section 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qualiclip_cli.core.architecture import ModifiedResNet, VisualConfig
+from qualiclip_cli.core.prompts import CLIP_MEAN, CLIP_STD, LOGIT_SCALE, PROMPT_PAIRS
+
+CLIP_PREFIX = "clip_model."
+PROMPTS_KEY = "prompts_features"
+MIN_SIDE = 32  # the trunk downsamples by 32; smaller images have no spatial token
+
+
+@dataclass
+class ScoreOutput:
+    scores: torch.Tensor  # (B,) in [0, 1]
+    pair_probs: torch.Tensor  # (B, 7) positive-prompt probability per pair
+    embeddings: torch.Tensor  # (B, D) L2-normalised image features
+
+
+def split_weights(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Split a QualiCLIP weights dict into the CLIP state dict (OpenAI key names) and prompts_features."""
+    clip = {k[len(CLIP_PREFIX):]: v for k, v in weights.items() if k.startswith(CLIP_PREFIX)}
+    return clip, weights[PROMPTS_KEY]
+
+
+def visual_state_dict(clip_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len("visual."):]: v for k, v in clip_sd.items() if k.startswith("visual.")}
+
+
+def scores_from_features(
+    embeddings: torch.Tensor, prompts_features: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference scoring head on normalised features: fixed scale 100, per-pair softmax, mean of positives."""
+    logits = LOGIT_SCALE * embeddings @ prompts_features.T  # (B, 14), rows pos1, neg1, ...
+    probs = logits.view(-1, len(PROMPT_PAIRS), 2).softmax(dim=-1)[..., 0]  # (B, 7)
+    return probs.mean(dim=-1), probs
+
+
+class QualiCLIP(nn.Module):
+    """Visual trunk + QualiCLIP pooling + prompt head. Input: (B, 3, H, W) RGB, uint8 or float in [0, 1].
+
+    Normalisation happens inside so that uint8 batches can travel to the GPU at a quarter of the bytes.
+    """
+
+    def __init__(self, visual: ModifiedResNet, prompts_features: torch.Tensor):
+        super().__init__()
+        self.visual = visual
+        self.register_buffer("prompts_features", prompts_features.float().clone(), persistent=False)
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, torch.Tensor]) -> "QualiCLIP":
+        """Build from a loaded weights dict without random initialisation (meta device, then assign)."""
+        clip_sd, prompts = split_weights(weights)
+        visual_sd = {k: v.float() if v.is_floating_point() else v for k, v in visual_state_dict(clip_sd).items()}
+        cfg = VisualConfig.from_state_dict(visual_sd, prefix="")
+        with torch.device("meta"):
+            visual = ModifiedResNet(cfg)
+        visual.load_state_dict(visual_sd, strict=True, assign=True)
+        model = cls(visual, prompts)
+        return model.eval()
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        return (x - self.mean) / self.std
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] < MIN_SIDE or images.shape[-2] < MIN_SIDE:
+            raise ValueError(f"image of {images.shape[-1]}x{images.shape[-2]} px is smaller than {MIN_SIDE}x{MIN_SIDE}")
+        x = self.normalise(images)
+        if self.visual.conv1.weight.dtype != x.dtype:
+            x = x.to(self.visual.conv1.weight.dtype)
+        return F.normalize(self.visual(x).float(), dim=-1)
+
+    def forward(self, images: torch.Tensor) -> ScoreOutput:
+        emb = self.embed(images)
+        scores, probs = scores_from_features(emb, self.prompts_features)
+        return ScoreOutput(scores=scores, pair_probs=probs, embeddings=emb)
