@@ -83,3 +83,12 @@ class QualiCLIP(nn.Module):
         emb = self.embed(images)
         scores, probs = scores_from_features(emb, self.prompts_features)
         return ScoreOutput(scores=scores, pair_probs=probs, embeddings=emb)
+
+
+def load_qualiclip(path, spec=None) -> QualiCLIP:
+    """Load and structurally check a weights file, then build the scorer (CPU, fp32, eval mode)."""
+    from qualiclip_cli.core.weights import load_weights_dict, validate_weights
+
+    weights = load_weights_dict(path)
+    validate_weights(weights, path, spec)
+    return QualiCLIP.from_weights(weights)

@@ -1,0 +1,451 @@
+"""Safe file primitives: move, copy, trash, atomic sidecar writes. Nothing here ever deletes or overwrites a
+user's file.
+
+Collision policy (`on_collision`), used by `move_file`, `copy_file` and `free_destination`:
+
+- "number" (default): never overwrite; if the destination exists, use the first free numbered name
+  `IMG_1 (1).jpg`, `IMG_1 (2).jpg`, ... The name that was actually used is returned.
+- "refuse": never overwrite; if the destination exists, raise CurationError and leave everything as it was.
+
+Every placement is no-clobber even against a race: the final name is claimed with `os.link` (fails if the
+name exists) and the old name unlinked afterwards; where hard links are not supported, an empty file is created
+with O_EXCL to reserve the name and then replaced. Files are removed only when they are our own duplicates
+(a verified copy whose original is intact, or a temporary partial copy).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import unquote
+
+from qualiclip_cli.core.errors import CurationError
+
+ON_COLLISION_CHOICES = ("number", "refuse")
+PARTIAL_SUFFIX = ".qualiclip-partial"
+_CHUNK = 1 << 20
+# os.link errors that mean "this filesystem has no hard links", so the O_EXCL reservation is used instead.
+_NO_HARDLINK_ERRNOS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.EACCES}
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What identifies a file's content at one moment."""
+
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_facts(path: str | os.PathLike) -> FileFacts:
+    st = os.stat(path)
+    return FileFacts(sha256=sha256_file(path), size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def same_filesystem(source: str | os.PathLike, destination_dir: str | os.PathLike) -> bool:
+    """Whether a rename from `source` into the existing directory `destination_dir` stays on one filesystem."""
+    return os.stat(source).st_dev == os.stat(destination_dir).st_dev
+
+
+def validate_on_collision(on_collision: str) -> str:
+    if on_collision not in ON_COLLISION_CHOICES:
+        raise CurationError(f"unknown collision policy {on_collision!r}; use one of {', '.join(ON_COLLISION_CHOICES)}")
+    return on_collision
+
+
+def numbered_stem(stem: str, n: int) -> str:
+    """'IMG_1' -> 'IMG_1 (2)' for n=2; n=0 gives the stem unchanged."""
+    return stem if n == 0 else f"{stem} ({n})"
+
+
+def numbered_name(name: str, n: int) -> str:
+    """'IMG_1.jpg' -> 'IMG_1 (1).jpg' for n=1 (the number goes before the last suffix)."""
+    p = Path(name)
+    return numbered_stem(p.stem, n) + p.suffix
+
+
+def free_destination(destination: str | os.PathLike, on_collision: str = "number",
+                     taken: Iterable[Path] = ()) -> Path:
+    """The name to use for `destination`: itself if free (on disk and not in `taken`), else per policy:
+    "number" gives the first free numbered name, "refuse" raises CurationError."""
+    validate_on_collision(on_collision)
+    destination = Path(destination)
+    taken = set(taken)
+    n = 0
+    while True:
+        candidate = destination.with_name(numbered_name(destination.name, n))
+        if not os.path.lexists(candidate) and candidate not in taken:
+            return candidate
+        if on_collision == "refuse":
+            raise CurationError(f"{destination}: destination exists; refusing to overwrite")
+        n += 1
+
+
+def partial_path(destination: str | os.PathLike, token: str | None = None) -> Path:
+    """Temporary name, in the destination's directory, for a copy being written there."""
+    destination = Path(destination)
+    return destination.with_name(f".{destination.name}.{token or secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make a directory's entries durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def make_dirs(directory: str | os.PathLike) -> list[Path]:
+    """Create `directory` and missing parents; return the ones this call created, outermost first."""
+    directory = Path(directory)
+    missing = []
+    probe = directory
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    created = []
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            if not d.is_dir():
+                raise CurationError(f"{d}: exists and is not a directory")
+            continue
+        except OSError as exc:
+            raise CurationError(f"{d}: cannot create directory ({exc.strerror or exc})") from exc
+        fsync_dir(d.parent)
+        created.append(d)
+    return created
+
+
+def rename_no_clobber(old: str | os.PathLike, new: str | os.PathLike) -> None:
+    """Rename within one filesystem; raise FileExistsError if `new` exists (never replaces it)."""
+    try:
+        try:
+            os.link(old, new, follow_symlinks=False)
+        except NotImplementedError:
+            os.link(old, new)
+    except FileExistsError:
+        raise
+    except (OSError, AttributeError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in _NO_HARDLINK_ERRNOS:
+            raise
+        _reserve_then_replace(old, new)
+        return
+    os.unlink(old)
+
+
+def _reserve_then_replace(old: str | os.PathLike, new: str | os.PathLike) -> None:
+    fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # FileExistsError if taken
+    os.close(fd)
+    try:
+        os.replace(old, new)  # replaces only our own empty reservation
+    except BaseException:
+        try:
+            if os.path.getsize(new) == 0:
+                os.unlink(new)
+        except OSError:
+            pass
+        raise
+
+
+def _place(old: Path, destination: Path, on_collision: str) -> Path:
+    """Rename `old` (same filesystem) to `destination` or, under "number", its first free numbered name."""
+    n = 0
+    while True:
+        candidate = destination.with_name(numbered_name(destination.name, n))
+        try:
+            rename_no_clobber(old, candidate)
+            return candidate
+        except FileExistsError:
+            if on_collision == "refuse":
+                raise CurationError(f"{destination}: destination exists; refusing to overwrite") from None
+            n += 1
+
+
+def _copy_verified(source: Path, partial: Path, expected_sha256: str) -> None:
+    """Copy data, permission bits and times (shutil.copy2 semantics) to a new file `partial`, fsync it, and
+    check its SHA-256. On any failure the partial file (ours) is removed and CurationError raised."""
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CurationError(f"{partial}: a leftover partial copy is in the way; move it aside and retry") from None
+    except OSError as exc:
+        raise CurationError(f"{partial}: cannot create ({exc.strerror or exc})") from exc
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, _CHUNK)
+            out.flush()
+            os.fsync(out.fileno())
+        shutil.copystat(source, partial)
+        got = sha256_file(partial)
+        if got != expected_sha256:
+            raise CurationError(f"{source}: copy did not verify (SHA-256 mismatch); original left in place")
+    except BaseException as exc:
+        try:
+            os.unlink(partial)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CurationError(f"{source}: copy failed ({exc.strerror or exc}); original left in place") from exc
+        raise
+
+
+def _check_source(source: Path) -> None:
+    if not source.is_file():
+        raise CurationError(f"{source}: not found or not a regular file")
+
+
+def move_file(source: str | os.PathLike, destination: str | os.PathLike, on_collision: str = "number",
+              partial: str | os.PathLike | None = None, expected_sha256: str | None = None) -> Path:
+    """Move one file; return where it ended up. The destination directory must exist.
+
+    Same filesystem: a no-clobber rename (link, then unlink the old name). Across filesystems: copy to
+    `partial` (a temporary name in the destination directory), fsync, verify SHA-256 against the source (or
+    `expected_sha256`), rename into place without clobbering, fsync the directory, and only then remove the
+    source. Collisions per `on_collision` (see module docstring). Raises CurationError; on failure the source
+    is left in place.
+    """
+    validate_on_collision(on_collision)
+    source, destination = Path(source), Path(destination)
+    _check_source(source)
+    try:
+        if same_filesystem(source, destination.parent):
+            final = _place(source, destination, on_collision)
+            fsync_dir(destination.parent)
+            if source.parent != destination.parent:
+                fsync_dir(source.parent)
+            return final
+    except OSError as exc:
+        raise CurationError(f"{source}: move failed ({exc.strerror or exc})") from exc
+    expected = expected_sha256 or sha256_file(source)
+    tmp = Path(partial) if partial is not None else partial_path(destination)
+    final = _place_copy(source, tmp, destination, on_collision, expected)
+    try:
+        os.unlink(source)
+    except OSError as exc:
+        raise CurationError(
+            f"{source}: copied and verified to {final} but the original could not be removed ({exc.strerror or exc})"
+        ) from exc
+    fsync_dir(source.parent)
+    return final
+
+
+def copy_file(source: str | os.PathLike, destination: str | os.PathLike, on_collision: str = "number",
+              partial: str | os.PathLike | None = None, expected_sha256: str | None = None) -> Path:
+    """Copy one file (data, permission bits and mtime, like shutil.copy2) and return the name used.
+
+    Always through a verified temporary copy in the destination directory, renamed into place without
+    clobbering. Collisions per `on_collision`. The source is never modified.
+    """
+    validate_on_collision(on_collision)
+    source, destination = Path(source), Path(destination)
+    _check_source(source)
+    expected = expected_sha256 or sha256_file(source)
+    tmp = Path(partial) if partial is not None else partial_path(destination)
+    return _place_copy(source, tmp, destination, on_collision, expected)
+
+
+def _place_copy(source: Path, tmp: Path, destination: Path, on_collision: str, expected: str) -> Path:
+    _copy_verified(source, tmp, expected)
+    try:
+        final = _place(tmp, destination, on_collision)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CurationError(f"{source}: cannot place copy at {destination} ({exc.strerror or exc})") from exc
+        raise
+    fsync_dir(destination.parent)
+    return final
+
+
+def remove_own_copy(path: str | os.PathLike, sha256: str, original: str | os.PathLike | None = None) -> None:
+    """Remove a file this program created (a copy or a sidecar), only if its content is still `sha256` and,
+    when `original` is given, that original still exists with the same content. Otherwise CurationError."""
+    path = Path(path)
+    if sha256_file(path) != sha256:
+        raise CurationError(f"{path}: changed since it was written; left in place")
+    if original is not None:
+        if not Path(original).is_file() or sha256_file(original) != sha256:
+            raise CurationError(f"{path}: its original {original} is gone or changed; the copy is kept")
+    os.unlink(path)
+    fsync_dir(path.parent)
+
+
+def write_file_atomic(path: str | os.PathLike, data: bytes, expected_sha256: str | None) -> None:
+    """Give `path` the content `data` atomically (temp file in the same directory, fsync, rename).
+
+    `expected_sha256` is the content we read before deciding to write (None: the file did not exist). If the
+    file changed in the meantime (or appeared), raise CurationError and leave it alone. Used for sidecars,
+    which are ours to update; never used on a photo.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if expected_sha256 is None:
+            os.chmod(tmp, 0o666 & ~_umask())
+            try:
+                rename_no_clobber(tmp, path)
+            except FileExistsError:
+                raise CurationError(f"{path}: appeared while it was being written; left alone") from None
+        else:
+            if not path.is_file() or sha256_file(path) != expected_sha256:
+                raise CurationError(f"{path}: changed while it was being updated; left alone")
+            shutil.copymode(path, tmp)
+            os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CurationError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------------- trash
+
+
+@dataclass(frozen=True)
+class TrashReceipt:
+    """Where a trashed file went (freedesktop.org trash): the file under files/ and its .trashinfo."""
+
+    trashed: Path
+    info: Path
+
+
+def trash_file(path: str | os.PathLike, sha256: str | None = None) -> TrashReceipt | None:
+    """Send one file to the system trash with send2trash (freedesktop.org trash on Linux).
+
+    If no trash is available or sending fails, raise CurationError: there is never a fallback to deleting.
+    Returns where the file went when it can be found (Linux/BSD trash layouts; `sha256` confirms it), else None.
+    """
+    import send2trash  # imported here so the rest of the core works without it
+
+    path = Path(path)
+    _check_source(path)
+    try:
+        send2trash.send2trash(str(path))
+    except Exception as exc:  # any failure of the trash means: nothing happened, nothing deleted
+        raise CurationError(f"{path}: could not move to the system trash ({exc}); left in place") from exc
+    if os.path.lexists(path):
+        raise CurationError(f"{path}: the system trash did not take the file; left in place")
+    return find_in_trash(path, sha256)
+
+
+def trash_dirs(original: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Candidate freedesktop.org trash directories for a file, as (trash dir, top dir for relative paths)."""
+    if sys.platform in ("win32", "darwin"):
+        return []
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    candidates = [(Path(data_home) / "Trash", Path(data_home))]
+    mount = _mount_point(Path(os.path.abspath(original)).parent)
+    if mount is not None:
+        uid = str(os.getuid())
+        candidates += [(mount / ".Trash" / uid, mount), (mount / f".Trash-{uid}", mount)]
+    return candidates
+
+
+def _mount_point(directory: Path) -> Path | None:
+    path = Path(os.path.realpath(directory))
+    while not os.path.ismount(path):
+        if path.parent == path:
+            return None
+        path = path.parent
+    return path
+
+
+def find_in_trash(original: str | os.PathLike, sha256: str | None = None) -> TrashReceipt | None:
+    """The most recently trashed file whose .trashinfo names `original` (and whose content is `sha256`, when
+    given), or None."""
+    wanted = os.path.realpath(original)
+    found: list[tuple[str, str, TrashReceipt]] = []
+    for trash, topdir in trash_dirs(original):
+        info_dir = trash / "info"
+        try:
+            infos = sorted(info_dir.glob("*.trashinfo"))
+        except OSError:
+            continue
+        for info in infos:
+            recorded, when = _read_trashinfo(info)
+            if recorded is None:
+                continue
+            full = recorded if os.path.isabs(recorded) else os.path.join(topdir, recorded)
+            if os.path.realpath(full) != wanted:
+                continue
+            trashed = trash / "files" / info.name[: -len(".trashinfo")]
+            if not trashed.is_file():
+                continue
+            if sha256 is not None and sha256_file(trashed) != sha256:
+                continue
+            found.append((when or "", info.name, TrashReceipt(trashed=trashed, info=info)))
+    if not found:
+        return None
+    return max(found, key=lambda t: (t[0], t[1]))[2]
+
+
+def _read_trashinfo(info: Path) -> tuple[str | None, str | None]:
+    try:
+        text = info.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None, None
+    recorded = when = None
+    for line in text.splitlines():
+        if line.startswith("Path="):
+            recorded = unquote(line[len("Path="):])
+        elif line.startswith("DeletionDate="):
+            when = line[len("DeletionDate="):]
+    return recorded, when
+
+
+def restore_from_trash(receipt: TrashReceipt, original: str | os.PathLike, sha256: str | None = None) -> None:
+    """Move a trashed file back to `original` (never overwriting) and drop its .trashinfo."""
+    if sha256 is not None and sha256_file(receipt.trashed) != sha256:
+        raise CurationError(f"{receipt.trashed}: content differs from the trashed file; left in the trash")
+    original = Path(original)
+    make_dirs(original.parent)
+    move_file(receipt.trashed, original, on_collision="refuse", expected_sha256=sha256)
+    try:
+        os.unlink(receipt.info)
+    except FileNotFoundError:
+        pass
+

@@ -1,0 +1,73 @@
+"""Files that belong with a photo and must travel with it: XMP sidecars and RAW+JPEG siblings.
+
+For a photo `DIR/IMG_1.jpg` (stem `IMG_1`), a sibling is a file in DIR whose name is the exact stem followed by
+one of these endings (endings compared case-insensitively, the stem exactly):
+
+- `.xmp`                      sidecar, Adobe naming (IMG_1.xmp, IMG_1.XMP)
+- `.<photo ext>.xmp`          sidecar, appended naming (IMG_1.jpg.xmp, IMG_1.JPG.xmp)
+- `.<raw ext>`                the RAW of a RAW+JPEG pair (IMG_1.CR2, IMG_1.nef, ...)
+- `.<raw ext>.xmp`            the RAW's own sidecar (IMG_1.CR2.xmp)
+
+Not siblings: other non-RAW formats with the same stem (IMG_1.png is a photo in its own right), and
+darktable duplicate sidecars (IMG_1_01.CR2.xmp), which name a different version.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RAW_EXTENSIONS: frozenset[str] = frozenset(
+    {"cr2", "cr3", "crw", "nef", "nrw", "arw", "srf", "sr2", "dng", "raf", "orf", "rw2", "pef", "srw", "x3f",
+     "3fr", "erf", "kdc", "mef", "mos", "mrw", "iiq", "rwl"}
+)
+
+SIDECAR_EXTENSION = "xmp"
+
+
+def sibling_endings(photo_suffix: str) -> frozenset[str]:
+    """Lower-case name endings (after the stem) that mark a sibling of a photo with this suffix."""
+    endings = {"." + SIDECAR_EXTENSION}
+    ext = photo_suffix.lower().lstrip(".")
+    if ext:
+        endings.add(f".{ext}.{SIDECAR_EXTENSION}")
+    for raw in RAW_EXTENSIONS:
+        endings.add(f".{raw}")
+        endings.add(f".{raw}.{SIDECAR_EXTENSION}")
+    return frozenset(endings)
+
+
+def find_siblings(photo: str | os.PathLike) -> list[Path]:
+    """The photo's siblings in its own directory, sorted by name; never the photo itself.
+
+    Reads the directory once; a missing directory gives no siblings. Symlinks and directories are ignored.
+    """
+    photo = Path(photo)
+    stem, endings = photo.stem, sibling_endings(photo.suffix)
+    directory = photo.parent
+    found: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    for entry in entries:
+        name = entry.name
+        if name == photo.name or not name.startswith(stem) or len(name) == len(stem):
+            continue
+        if name[len(stem):].lower() not in endings:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        found.append(directory / name)
+    return sorted(found, key=lambda p: p.name)
+
+
+def renamed_sibling(sibling_name: str, old_stem: str, new_stem: str) -> str:
+    """The sibling's name after its photo's stem changes: IMG_1.CR2.xmp with IMG_1 -> IMG_1 (1) gives
+    IMG_1 (1).CR2.xmp, so sidecars and RAWs keep pointing at their photo."""
+    if not sibling_name.startswith(old_stem):
+        raise ValueError(f"{sibling_name!r} does not start with the stem {old_stem!r}")
+    return new_stem + sibling_name[len(old_stem):]

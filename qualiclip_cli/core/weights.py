@@ -1,0 +1,346 @@
+"""Everything about weights files: what the official one is, where it lives, how it is fetched and checked.
+
+Resolution order (first that applies): explicit path (`--weights`) > `QUALICLIP_WEIGHTS` > the cache dir
+(`paths.cache_dir()`) > a download on first use (unless offline). Downloads land in a temporary file and are
+renamed into place only when complete and structurally valid; the SHA-256 of the first good file is recorded
+beside it and checked on every later load. Loading never unpickles objects (`weights_only=True`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from qualiclip_cli.core import paths
+from qualiclip_cli.core.errors import OfflineError, WeightsError
+
+# progress(done_bytes, total_bytes or None); called from the download loop.
+ProgressCallback = Callable[[int, "int | None"], None]
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """One downloadable weights file (timm-style: one record per file)."""
+
+    name: str
+    url: str
+    filename: str
+    license: str
+    citation: str
+    # Exact shapes the file must have (a sample of keys that pins the architecture down); empty = any size.
+    expected_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    url_env: str = "QUALICLIP_WEIGHTS_URL"  # lets users point at a mirror (and tests at 127.0.0.1)
+
+    @property
+    def download_url(self) -> str:
+        return os.environ.get(self.url_env) or self.url
+
+
+QUALICLIP = WeightsSpec(
+    name="qualiclip",
+    url="https://github.com/miccunifi/QualiCLIP/releases/download/weights/qualiclip.pth",
+    filename="qualiclip.pth",
+    license="CC BY-NC 4.0 (non-commercial use only), by Agnolucci, Galteri and Bertini",
+    citation=(
+        "L. Agnolucci, L. Galteri, M. Bertini. Quality-Aware Image-Text Alignment for Opinion-Unaware "
+        "Image Quality Assessment. arXiv:2403.11176"
+    ),
+    expected_shapes={
+        "clip_model.visual.conv1.weight": (32, 3, 3, 3),
+        "clip_model.visual.layer1.0.conv1.weight": (64, 64, 1, 1),
+        "clip_model.visual.layer4.2.conv3.weight": (2048, 512, 1, 1),
+        "clip_model.visual.attnpool.positional_embedding": (50, 2048),
+        "clip_model.visual.attnpool.q_proj.weight": (2048, 2048),
+        "clip_model.visual.attnpool.c_proj.weight": (1024, 2048),
+        "clip_model.token_embedding.weight": (49408, 512),
+        "clip_model.text_projection": (512, 1024),
+        "clip_model.transformer.resblocks.11.attn.in_proj_weight": (1536, 512),
+        "prompts_features": (14, 1024),
+    },
+)
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    path: Path
+    sha256: str
+    source: str  # "argument", "environment", "cache", "download"
+
+
+# --------------------------------------------------------------------------------------------- hashing
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_record_path(weights_path: Path) -> Path:
+    return weights_path.with_name(weights_path.name + ".sha256")
+
+
+def read_recorded_hash(weights_path: Path) -> str | None:
+    record = hash_record_path(weights_path)
+    if not record.exists():
+        return None
+    text = record.read_text(encoding="utf-8").split()
+    return text[0].lower() if text else None
+
+
+def record_hash(weights_path: Path, sha256: str) -> None:
+    _atomic_write_text(hash_record_path(weights_path), f"{sha256}  {weights_path.name}\n")
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+def load_weights_dict(path: Path, mmap: bool = True) -> dict:
+    """torch.load with weights_only=True; every failure becomes a one-line WeightsError naming the file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Unsupported" in str(exc) or "global" in str(exc).lower():
+            raise WeightsError(
+                f"{path}: refused to load: the file contains Python objects that would run code, "
+                "not plain tensors"
+            ) from None
+        raise WeightsError(f"{path}: not a readable weights file ({_first_line(exc)})") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        if mmap and "mmap" in str(exc):  # legacy (non-zip) format can't be memory-mapped
+            return load_weights_dict(path, mmap=False)
+        raise WeightsError(f"{path}: corrupted or not a PyTorch weights file ({_first_line(exc)})") from None
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def validate_weights(weights: dict, path: Path | str, spec: WeightsSpec | None = None) -> None:
+    """Check the QualiCLIP layout: clip_model.* visual tensors that build the trunk, prompts_features (14, D).
+
+    With a spec that pins shapes, also check those exact shapes (a file of the wrong model is refused).
+    """
+    import torch
+
+    from qualiclip_cli.core.architecture import ModifiedResNet, VisualConfig
+    from qualiclip_cli.core.model import CLIP_PREFIX, PROMPTS_KEY
+
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise WeightsError(f"{path}: not a QualiCLIP weights file (values are not all tensors)")
+    if PROMPTS_KEY not in weights or not any(k.startswith(CLIP_PREFIX) for k in weights):
+        raise WeightsError(
+            f"{path}: not a QualiCLIP weights file (expected 'clip_model.*' tensors and 'prompts_features')"
+        )
+    for key, shape in (spec.expected_shapes if spec else {}).items():
+        actual = tuple(weights[key].shape) if key in weights else None
+        if actual != tuple(shape):
+            raise WeightsError(f"{path}: {key} has shape {actual}, expected {tuple(shape)}: wrong or damaged file")
+    visual = {k[len(CLIP_PREFIX) + 7:]: v for k, v in weights.items() if k.startswith(CLIP_PREFIX + "visual.")}
+    try:
+        cfg = VisualConfig.from_state_dict(visual, prefix="")
+    except (KeyError, IndexError) as exc:
+        raise WeightsError(f"{path}: image encoder tensors missing ({exc})") from None
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in ModifiedResNet(cfg).state_dict().items()}
+    for key, shape in expected.items():
+        if key not in visual:
+            raise WeightsError(f"{path}: missing tensor clip_model.visual.{key}")
+        if tuple(visual[key].shape) != shape:
+            raise WeightsError(
+                f"{path}: clip_model.visual.{key} has shape {tuple(visual[key].shape)}, expected {shape}"
+            )
+    prompts = weights[PROMPTS_KEY]
+    if tuple(prompts.shape) != (14, cfg.output_dim):
+        raise WeightsError(f"{path}: prompts_features has shape {tuple(prompts.shape)}, expected (14, {cfg.output_dim})")
+    if not torch.isfinite(prompts).all():
+        raise WeightsError(f"{path}: prompts_features contains NaN or infinite values")
+
+
+# --------------------------------------------------------------------------------------------- resolution
+
+def cached_weights_path(spec: WeightsSpec = QUALICLIP) -> Path:
+    return paths.cache_dir() / spec.filename
+
+
+def offline_requested(flag: bool = False) -> bool:
+    return flag or os.environ.get("QUALICLIP_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def resolve_weights(
+    explicit: Path | str | None = None,
+    offline: bool = False,
+    progress: ProgressCallback | None = None,
+    spec: WeightsSpec = QUALICLIP,
+) -> ResolvedWeights:
+    """Find (or fetch) the weights file to use. Never touches the network when offline."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        return ResolvedWeights(_existing(path, "--weights"), sha256_file(path), "argument")
+    env = os.environ.get("QUALICLIP_WEIGHTS")
+    if env:
+        path = Path(env).expanduser()
+        return ResolvedWeights(_existing(path, "QUALICLIP_WEIGHTS"), sha256_file(path), "environment")
+    cached = cached_weights_path(spec)
+    if cached.exists():
+        return ResolvedWeights(cached, verify_recorded_hash(cached, spec), "cache")
+    if offline_requested(offline):
+        raise OfflineError(
+            f"no QualiCLIP weights in {cached.parent} and offline mode is on: download {spec.download_url} "
+            f"on a connected machine, then run `qualiclip weights import FILE` (or pass --weights FILE)"
+        )
+    path = download_weights(spec=spec, progress=progress)
+    return ResolvedWeights(path, read_recorded_hash(path) or sha256_file(path), "download")
+
+
+def verify_recorded_hash(path: Path, spec: WeightsSpec = QUALICLIP) -> str:
+    """Return the file's SHA-256, refusing a file that differs from the one recorded when it was fetched."""
+    actual = sha256_file(path)
+    recorded = read_recorded_hash(path)
+    if recorded is None:
+        # Placed by hand: accept it once it is structurally valid, and pin it from now on.
+        validate_weights(load_weights_dict(path), path, spec)
+        record_hash(path, actual)
+    elif recorded != actual:
+        raise WeightsError(
+            f"{path}: SHA-256 {actual[:12]}… does not match {recorded[:12]}… recorded when it was installed "
+            "(corrupted or replaced); run `qualiclip weights download --force` or `qualiclip weights import FILE`"
+        )
+    return actual
+
+
+def _existing(path: Path, origin: str) -> Path:
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file given by {origin} does not exist")
+    return path
+
+
+# --------------------------------------------------------------------------------------------- install
+
+def download_weights(
+    spec: WeightsSpec = QUALICLIP,
+    dest_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+    force: bool = False,
+    timeout: float = 60.0,
+) -> Path:
+    """Download into a temporary file beside the destination; rename only when complete and valid."""
+    import urllib.error
+    import urllib.request
+
+    dest_dir = Path(dest_dir) if dest_dir else paths.cache_dir()
+    dest = dest_dir / spec.filename
+    if dest.exists() and not force:
+        verify_recorded_hash(dest, spec)
+        return dest
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    url = spec.download_url
+    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{spec.filename}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    total = response.headers.get("Content-Length")
+                    total_bytes = int(total) if total and total.isdigit() else None
+                    done = 0
+                    while chunk := response.read(_CHUNK):
+                        out.write(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total_bytes)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                raise WeightsError(
+                    f"download of {url} failed ({_first_line(getattr(exc, 'reason', exc))}); nothing was saved. "
+                    "Retry, or download the file elsewhere and run `qualiclip weights import FILE`"
+                ) from None
+            if total_bytes is not None and done != total_bytes:
+                raise WeightsError(f"download of {url} stopped after {done} of {total_bytes} bytes; nothing was saved")
+            out.flush()
+            os.fsync(out.fileno())
+        _install_checked(tmp, dest, spec, origin=url)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def import_weights(source: Path | str, spec: WeightsSpec = QUALICLIP, force: bool = False) -> Path:
+    """Copy a weights file obtained elsewhere into the cache dir, after the same checks as a download."""
+    import shutil
+
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise WeightsError(f"{source}: no such file")
+    dest = cached_weights_path(spec)
+    if dest.exists() and not force:
+        if sha256_file(dest) == sha256_file(source):
+            record_hash(dest, sha256_file(dest))
+            return dest
+        raise WeightsError(f"{dest} already exists and differs from {source}; pass --force to replace it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{spec.filename}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        shutil.copyfile(source, tmp)
+        _install_checked(tmp, dest, spec, origin=str(source))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def _install_checked(tmp: Path, dest: Path, spec: WeightsSpec, origin: str) -> None:
+    try:
+        validate_weights(load_weights_dict(tmp), origin, spec)
+    except WeightsError as exc:
+        raise WeightsError(f"{exc}; nothing was installed") from None
+    digest = sha256_file(tmp)
+    os.replace(tmp, dest)
+    _fsync_dir(dest.parent)
+    record_hash(dest, digest)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _first_line(exc: object) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

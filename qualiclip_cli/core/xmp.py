@@ -1,0 +1,226 @@
+"""XMP sidecars: ratings and qualiclip scores, merged into existing sidecars without losing anything.
+
+What we write (readable by Lightroom Classic, darktable, digiKam and exiftool):
+
+- `xmp:Rating`: 1..5 stars from the score's tier (see selection.assign_tier), or -1 (reject) when the score is
+  below `reject_below`.
+- `xmp:Label`: only when a label is given; an existing label is otherwise left as it is.
+- in the private namespace `qualiclip:` (QUALICLIP_NS): `score`, one property per prompt pair
+  (`pairOverall`, `pairSharpness`, ... from PAIR_NAMES), `weightsSha256` and `preprocessing`.
+
+Merging: every property we do not own is kept: other rdf:Descriptions, other namespaces (with their
+prefixes), attribute-form and element-form properties, the x:xmpmeta wrapper, comments. Our properties are
+removed wherever they were (either form) and written in attribute form on the first rdf:Description.
+A sidecar that is not well-formed XMP is never rewritten: CurationError.
+
+This module only computes bytes; writing them (atomically, journaled) is curation's job.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from qualiclip_cli.core.errors import CurationError, UsageError
+from qualiclip_cli.core.prompts import PAIR_NAMES
+from qualiclip_cli.core.selection import DEFAULT_TIER_THRESHOLDS, assign_tier
+
+QUALICLIP_NS = "http://ns.qualiclip.org/1.0/"
+QUALICLIP_PREFIX = "qualiclip"
+XMP_NS = "http://ns.adobe.com/xap/1.0/"
+RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+X_NS = "adobe:ns:meta/"
+
+REJECT_RATING = -1
+SIDECAR_NAMINGS = ("adobe", "append")
+
+RATING = f"{{{XMP_NS}}}Rating"
+LABEL = f"{{{XMP_NS}}}Label"
+_DESCRIPTION = f"{{{RDF_NS}}}Description"
+_RDF = f"{{{RDF_NS}}}RDF"
+_ABOUT = f"{{{RDF_NS}}}about"
+
+# Property names in the qualiclip namespace.
+SCORE_PROPERTY = "score"
+WEIGHTS_PROPERTY = "weightsSha256"
+PREPROCESSING_PROPERTY = "preprocessing"
+PAIR_PROPERTIES: dict[str, str] = {name: "pair" + name[:1].upper() + name[1:] for name in PAIR_NAMES}
+
+_EMPTY_SIDECAR = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    f'<x:xmpmeta xmlns:x="{X_NS}" x:xmptk="qualiclip">\n'
+    f' <rdf:RDF xmlns:rdf="{RDF_NS}">\n'
+    '  <rdf:Description rdf:about=""/>\n'
+    " </rdf:RDF>\n"
+    "</x:xmpmeta>\n"
+).encode("utf-8")
+
+# ElementTree keeps its prefix table globally; registration and serialisation happen under this lock.
+_NAMESPACE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class SidecarTags:
+    """What one sidecar should say. rating: -1 (reject) or 1..5; pairs: sub-score per PAIR_NAMES entry."""
+
+    rating: int
+    score: float
+    weights_sha256: str
+    preprocessing: str
+    pairs: Mapping[str, float] | None = None
+    label: str | None = None
+
+
+def rating_for(score: float, thresholds: Sequence[float] = DEFAULT_TIER_THRESHOLDS,
+               reject_below: float | None = None) -> int:
+    """Stars for a score: its tier 1..5, or -1 (reject) when `reject_below` is given and the score is below it."""
+    if reject_below is not None:
+        if not (isinstance(reject_below, (int, float)) and math.isfinite(reject_below) and 0 < reject_below <= 1):
+            raise UsageError(f"--reject-below must be a score in (0, 1], got {reject_below!r}")
+        if score < reject_below:
+            return REJECT_RATING
+    return assign_tier(score, thresholds)
+
+
+def sidecar_path(photo: str | os.PathLike, naming: str = "adobe") -> Path:
+    """The sidecar of a photo: "adobe" gives IMG_1.xmp, "append" gives IMG_1.jpg.xmp.
+
+    If a sidecar of that name exists with different letter case (IMG_1.XMP), that existing file is returned,
+    so it is updated rather than shadowed by a second sidecar.
+    """
+    if naming not in SIDECAR_NAMINGS:
+        raise UsageError(f"sidecar naming must be one of {', '.join(SIDECAR_NAMINGS)}, got {naming!r}")
+    photo = Path(photo)
+    stem = photo.stem if naming == "adobe" else photo.name
+    wanted = photo.with_name(stem + ".xmp")
+    if wanted.exists():
+        return wanted
+    try:
+        for entry in os.scandir(photo.parent):
+            name = entry.name
+            if name.startswith(stem) and name[len(stem):].lower() == ".xmp" and entry.is_file():
+                return photo.with_name(name)
+    except OSError:
+        pass
+    return wanted
+
+
+def _parse(data: bytes, where: str) -> tuple[ET.Element, list[tuple[str, str]]]:
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise CurationError(f"{where}: not a valid XMP sidecar (contains a DTD); left untouched")
+    try:
+        namespaces = [item for _, item in ET.iterparse(io.BytesIO(data), events=("start-ns",))]
+        parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True))
+        parser.feed(data)
+        root = parser.close()
+    except ET.ParseError as exc:
+        raise CurationError(f"{where}: not valid XML ({exc}); left untouched") from None
+    return root, namespaces
+
+
+def _rdf_of(root: ET.Element, where: str) -> ET.Element:
+    rdf = root if root.tag == _RDF else root.find(f".//{_RDF}")
+    if rdf is None:
+        raise CurationError(f"{where}: no rdf:RDF element, not an XMP sidecar; left untouched")
+    return rdf
+
+
+def _owned(tag: str, tags: SidecarTags) -> bool:
+    return tag == RATING or tag.startswith(f"{{{QUALICLIP_NS}}}") or (tag == LABEL and tags.label is not None)
+
+
+def _format_float(x: float) -> str:
+    return f"{float(x):.6f}"
+
+
+def _our_properties(tags: SidecarTags) -> list[tuple[str, str]]:
+    if not (tags.rating == REJECT_RATING or 1 <= tags.rating <= 5):
+        raise UsageError(f"rating must be -1 or 1..5, got {tags.rating!r}")
+    q = f"{{{QUALICLIP_NS}}}"
+    props = [(RATING, str(int(tags.rating)))]
+    if tags.label is not None:
+        props.append((LABEL, tags.label))
+    props.append((q + SCORE_PROPERTY, _format_float(tags.score)))
+    for name in PAIR_NAMES:
+        if tags.pairs is not None and tags.pairs.get(name) is not None:
+            props.append((q + PAIR_PROPERTIES[name], _format_float(tags.pairs[name])))
+    props.append((q + WEIGHTS_PROPERTY, tags.weights_sha256))
+    props.append((q + PREPROCESSING_PROPERTY, tags.preprocessing))
+    return props
+
+
+def merge_sidecar(existing: bytes | None, tags: SidecarTags, where: str = "sidecar") -> bytes:
+    """The new sidecar content: `existing` (None: no sidecar yet) with our properties set and everything
+    else kept. `where` names the file in error messages. Raises CurationError for a malformed sidecar."""
+    root, namespaces = _parse(existing if existing is not None else _EMPTY_SIDECAR, where)
+    rdf = _rdf_of(root, where)
+    descriptions = rdf.findall(_DESCRIPTION)
+    for desc in descriptions:
+        for attr in [a for a in desc.attrib if _owned(a, tags)]:
+            del desc.attrib[attr]
+        for child in [c for c in desc if isinstance(c.tag, str) and _owned(c.tag, tags)]:
+            desc.remove(child)
+    if descriptions:
+        target = descriptions[0]
+    else:
+        target = ET.SubElement(rdf, _DESCRIPTION, {_ABOUT: ""})
+    for key, value in _our_properties(tags):
+        target.set(key, value)
+    with _NAMESPACE_LOCK:
+        _register_defaults()
+        for prefix, uri in namespaces:
+            if prefix:
+                try:
+                    ET.register_namespace(prefix, uri)
+                except ValueError:  # ElementTree reserves ns0, ns1, ...; it will name those itself
+                    pass
+        if not any(uri == QUALICLIP_NS for _, uri in namespaces):
+            _register_if_free(QUALICLIP_PREFIX, QUALICLIP_NS, namespaces)
+        if not any(uri == XMP_NS for _, uri in namespaces):
+            _register_if_free("xmp", XMP_NS, namespaces)
+        body = ET.tostring(root, encoding="unicode")
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n").encode("utf-8")
+
+
+def _register_defaults() -> None:
+    ET.register_namespace("x", X_NS)
+    ET.register_namespace("rdf", RDF_NS)
+
+
+def _register_if_free(prefix: str, uri: str, namespaces: list[tuple[str, str]]) -> None:
+    used = {p for p, _ in namespaces}
+    candidate, n = prefix, 1
+    while candidate in used:
+        candidate, n = f"{prefix}{n}", n + 1
+    ET.register_namespace(candidate, uri)
+
+
+def read_tags(data: bytes, where: str = "sidecar") -> dict[str, str]:
+    """Our properties as found in a sidecar (either form), keyed "Rating", "Label", "qualiclip:<name>"."""
+    root, _ = _parse(data, where)
+    found: dict[str, str] = {}
+    q = f"{{{QUALICLIP_NS}}}"
+
+    def key(tag: str) -> str | None:
+        if tag == RATING:
+            return "Rating"
+        if tag == LABEL:
+            return "Label"
+        if tag.startswith(q):
+            return "qualiclip:" + tag[len(q):]
+        return None
+
+    for desc in _rdf_of(root, where).findall(_DESCRIPTION):
+        for attr, value in desc.attrib.items():
+            if key(attr):
+                found[key(attr)] = value
+        for child in desc:
+            if isinstance(child.tag, str) and key(child.tag):
+                found[key(child.tag)] = (child.text or "").strip()
+    return found

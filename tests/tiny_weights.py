@@ -1,0 +1,47 @@
+"""Tiny random CLIP weights files in the real QualiCLIP layout, so tests never need the real 400 MB file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+TINY_VISION = dict(layers=(1, 1, 1, 1), width=8)
+TINY_TEXT = dict(width=32, layers=1)
+TINY_EMBED = 32
+
+
+def tiny_clip_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """OpenAI-layout state dict of a tiny random CLIP built by open_clip (so the layout is genuine)."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(seed)
+    model = CLIP(
+        TINY_EMBED,
+        vision_cfg=CLIPVisionCfg(layers=TINY_VISION["layers"], width=TINY_VISION["width"], image_size=64, patch_size=None),
+        text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=TINY_TEXT["width"], heads=1, layers=TINY_TEXT["layers"]),
+        quick_gelu=True,
+    )
+    # open_clip zero-initialises each block's last batch-norm scale; give the trunk real signal instead.
+    with torch.no_grad():
+        for name, p in model.visual.named_parameters():
+            if name.endswith("bn3.weight"):
+                p.uniform_(0.5, 1.5)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def tiny_weights(seed: int = 0) -> dict[str, torch.Tensor]:
+    from qualiclip_cli.core.text_tower import build_open_clip, prompt_features
+
+    clip_sd = tiny_clip_state_dict(seed)
+    prompts = prompt_features(build_open_clip(clip_sd))
+    weights = {f"clip_model.{k}": v for k, v in clip_sd.items()}
+    weights["prompts_features"] = prompts
+    return weights
+
+
+def write_tiny_weights(path: Path, seed: int = 0) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tiny_weights(seed), path)
+    return path
