@@ -1,0 +1,39 @@
+"""The `qualiclip` command: registers one module per command. Keep imports here light (`--help` is instant)."""
+
+from __future__ import annotations
+
+import typer
+
+from qualiclip_cli import __version__
+from qualiclip_cli.commands import score as score_cmd
+from qualiclip_cli.commands import weights as weights_cmd
+
+app = typer.Typer(
+    name="qualiclip",
+    help="Score, cull, sort and tag photos by quality with QualiCLIP (a CLIP-based no-reference IQA model).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"qualiclip {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Results go to stdout, progress and logs to stderr. Exit codes: 0 ok, 1 error, 2 usage, 3 some files failed."""
+
+
+app.command("score")(score_cmd.score)
+app.add_typer(weights_cmd.app, name="weights")
+
+
+def main() -> None:
+    app()

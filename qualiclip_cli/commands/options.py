@@ -1,0 +1,99 @@
+"""Options shared by the commands that score files (score, cull, sort, tag), declared once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+PathsArg = Annotated[list[Path], typer.Argument(help="Image files and/or directories.", show_default=False)]
+
+Recursive = Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk directories recursively.")]
+Include = Annotated[Optional[list[str]], typer.Option("--include", help="Only files matching this glob (repeatable).")]
+Exclude = Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip files matching this glob (repeatable).")]
+Hidden = Annotated[bool, typer.Option("--hidden", help="Include hidden files and folders (names starting with '.').")]
+Follow = Annotated[bool, typer.Option("--follow", help="Follow symbolic links (loops are detected).")]
+
+MaxSide = Annotated[
+    str,
+    typer.Option(
+        "--max-side",
+        help="Downscale so the longer side is at most N px (never upscale). 0 or 'native': full resolution, "
+        "exactly like the reference implementation.",
+    ),
+]
+JpegDraft = Annotated[
+    bool,
+    typer.Option("--jpeg-draft/--no-jpeg-draft", help="Decode JPEGs at reduced DCT scale when still >= the target size."),
+]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward pass [default: 1 on CPU, 16 on GPU].")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+Precision = Annotated[
+    str, typer.Option("--precision", help="auto, fp32, bf16 or fp16. auto: bf16 on GPUs and bf16-capable CPUs, fp32 with --max-side 0.")
+]
+Workers = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decode threads [default: min(4, CPUs)].")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the results cache.")]
+Rescore = Annotated[bool, typer.Option("--rescore", help="Ignore cached results (and refresh them).")]
+Weights = Annotated[
+    Optional[Path], typer.Option("--weights", help="Weights file to use (else $QUALICLIP_WEIGHTS, the cache dir, a download).")
+]
+Offline = Annotated[bool, typer.Option("--offline", help="Never touch the network (also QUALICLIP_OFFLINE=1).")]
+MaxPixels = Annotated[
+    Optional[int],
+    typer.Option("--max-pixels", min=1, help="Refuse images above this many pixels as scored [default: 50,000,000 at native size]."),
+]
+
+
+def parse_max_side(value: str) -> int:
+    from qualiclip_cli.core.errors import UsageError
+
+    text = value.strip().lower()
+    if text == "native":
+        return 0
+    try:
+        side = int(text)
+    except ValueError:
+        raise UsageError(f"--max-side must be a number of pixels or 'native', not {value!r}") from None
+    if side != 0 and side < 32:
+        raise UsageError("--max-side must be 0 (native) or at least 32")
+    return side
+
+
+@dataclass
+class ScoringChoices:
+    """What the user chose on the command line, gathered so commands pass one object around."""
+
+    paths: list[Path]
+    recursive: bool = True
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    hidden: bool = False
+    follow: bool = False
+    max_side: str = "1024"
+    jpeg_draft: bool = True
+    batch_size: int | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    workers: int | None = None
+    no_cache: bool = False
+    rescore: bool = False
+    weights: Path | None = None
+    offline: bool = False
+    max_pixels: int | None = None
+
+    def score_options(self):
+        from qualiclip_cli.core.scoring import ScoreOptions
+
+        return ScoreOptions(
+            max_side=parse_max_side(self.max_side), draft=self.jpeg_draft, batch_size=self.batch_size,
+            device=self.device, precision=self.precision, workers=self.workers, use_cache=not self.no_cache,
+            rescore=self.rescore, max_pixels=self.max_pixels,
+        )
+
+    def discovery(self) -> dict:
+        return dict(
+            recursive=self.recursive, include=tuple(self.include or ()), exclude=tuple(self.exclude or ()),
+            hidden=self.hidden, follow_symlinks=self.follow,
+        )

@@ -1,0 +1,90 @@
+"""Rendering of score records: a Rich table for people, the stable machine formats for programs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable, TextIO
+
+from rich.table import Table
+
+from qualiclip_cli.commands.console import stdout
+
+FORMATS = ("table", "csv", "jsonl", "json")
+SORTS = ("path", "score", "-score")
+
+
+def sort_records(records: list, order: str) -> list:
+    if order == "path":
+        return records  # walk order is already sorted by path
+    descending = order == "-score"
+    ok = sorted((r for r in records if r.score is not None), key=lambda r: (r.score, r.path), reverse=descending)
+    return ok + [r for r in records if r.score is None]  # failures last either way
+
+
+def records_table(records: Iterable, details: bool = False) -> Table:
+    from qualiclip_cli.core.prompts import PAIR_NAMES
+
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("path", overflow="fold")
+    table.add_column("score", justify="right")
+    if details:
+        for name in PAIR_NAMES:
+            table.add_column(name, justify="right")
+    table.add_column("status")
+    for rec in records:
+        if rec.ok:
+            row = [rec.path, f"{rec.score:.3f}"]
+            if details:
+                row += [f"{(rec.pairs or {}).get(n, float('nan')):.3f}" for n in PAIR_NAMES]
+            row.append("ok" + (" (cached)" if rec.cached else ""))
+        else:
+            row = [rec.path, "—"] + (["—"] * len(PAIR_NAMES) if details else []) + [f"[red]error[/]: {rec.error}"]
+        table.add_row(*row)
+    return table
+
+
+def write_records(records: list, fmt: str, out: TextIO, details: bool) -> None:
+    from qualiclip_cli.core.records import WRITERS
+
+    if fmt == "table":
+        stdout().print(records_table(records, details)) if out is sys.stdout else _plain_table(records, out, details)
+    else:
+        WRITERS[fmt](records, out, details=details)
+
+
+def _plain_table(records, out: TextIO, details: bool) -> None:
+    from rich.console import Console
+
+    Console(file=out, width=200, no_color=True).print(records_table(records, details))
+
+
+def write_output_file(path: Path, records: list, fmt: str, details: bool) -> None:
+    """Write atomically (temp file + rename), so a crash never leaves a half-written results file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            write_records(records, fmt, fh, details)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def choose_format(requested: str | None, output: Path | None) -> str:
+    """Explicit --format wins; else from the output file's extension; else table on a terminal, jsonl in a pipe."""
+    from qualiclip_cli.commands.console import stdout_is_terminal
+    from qualiclip_cli.core.errors import UsageError
+
+    if requested:
+        if requested not in FORMATS:
+            raise UsageError(f"unknown format {requested!r}; choose one of {', '.join(FORMATS)}")
+        return requested
+    if output is not None:
+        ext = Path(output).suffix.lower().lstrip(".")
+        return ext if ext in ("csv", "jsonl", "json") else "jsonl"
+    return "table" if stdout_is_terminal() else "jsonl"

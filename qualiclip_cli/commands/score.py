@@ -1,0 +1,105 @@
+"""`qualiclip score PATH…`: score images and report (table, csv, jsonl, json)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from qualiclip_cli.commands import options as opt
+from qualiclip_cli.commands.console import make_progress, stderr
+from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
+
+
+@handle_errors
+def score(
+    paths: opt.PathsArg,
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="table, csv, jsonl or json [default: table on a terminal, jsonl otherwise, or from --output's extension].")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
+    details: Annotated[bool, typer.Option("--details", help="Include the 7 sub-scores (pair probabilities).")] = False,
+    sort: Annotated[str, typer.Option("--sort", help="path, score (ascending) or -score (best first).")] = "path",
+    recursive: opt.Recursive = True,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    hidden: opt.Hidden = False,
+    follow: opt.Follow = False,
+    max_side: opt.MaxSide = "1024",
+    jpeg_draft: opt.JpegDraft = True,
+    batch_size: opt.BatchSize = None,
+    device: opt.Device = "auto",
+    precision: opt.Precision = "auto",
+    workers: opt.Workers = None,
+    max_pixels: opt.MaxPixels = None,
+    no_cache: opt.NoCache = False,
+    rescore: opt.Rescore = False,
+    weights: opt.Weights = None,
+    offline: opt.Offline = False,
+) -> None:
+    """Score images with QualiCLIP (0–1, higher is better).
+
+    Results go to stdout; progress and the summary to stderr. Exit code 0 when every file was scored,
+    3 when some could not be read (they get status "error" rows), 1 on a fatal error, 2 on bad usage.
+    """
+    from qualiclip_cli.commands.render import SORTS, choose_format, sort_records, write_output_file, write_records
+    from qualiclip_cli.core.errors import UsageError
+
+    if sort not in SORTS:
+        raise UsageError(f"unknown sort {sort!r}; choose one of {', '.join(SORTS)}")
+    choices = opt.ScoringChoices(
+        paths=paths, recursive=recursive, include=include, exclude=exclude, hidden=hidden, follow=follow,
+        max_side=max_side, jpeg_draft=jpeg_draft, batch_size=batch_size, device=device, precision=precision,
+        workers=workers, no_cache=no_cache, rescore=rescore, weights=weights, offline=offline, max_pixels=max_pixels,
+    )
+    fmt = choose_format(fmt, output)
+    records, elapsed = run_scoring(choices)
+    records = sort_records(records, sort)
+    if output is not None:
+        write_output_file(output, records, fmt, details)
+    else:
+        write_records(records, fmt, sys.stdout, details)
+        sys.stdout.flush()
+    failed = sum(1 for r in records if not r.ok)
+    summarise(records, elapsed)
+    raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
+
+
+def run_scoring(choices: "opt.ScoringChoices") -> tuple[list, float]:
+    """Walk, resolve weights, score with a progress bar on stderr. Shared by score, cull, sort and tag."""
+    from qualiclip_cli.commands.weights_progress import resolve_with_progress
+    from qualiclip_cli.core.discovery import find_images
+    from qualiclip_cli.core.scoring import Scorer, open_cache
+
+    options = choices.score_options()
+    found = list(find_images(choices.paths, **choices.discovery()))
+    resolved = resolve_with_progress(choices.weights, choices.offline)
+    start = time.perf_counter()
+    scorer = Scorer(resolved, options)
+    cache = open_cache(scorer, options.use_cache)
+    records = []
+    try:
+        with make_progress("Scoring", len(found)) as progress:
+            for record in scorer.score_files(found, cache):
+                records.append(record)
+                if progress.tasks:
+                    progress.advance(progress.tasks[0].id)
+                if not record.ok:
+                    stderr().print(f"[yellow]warning:[/] {record.path}: {record.error}", highlight=False)
+    finally:
+        if cache is not None:
+            cache.close()
+    return records, time.perf_counter() - start
+
+
+def summarise(records: list, elapsed: float) -> None:
+    ok = sum(1 for r in records if r.ok)
+    cached = sum(1 for r in records if r.ok and r.cached)
+    failed = len(records) - ok
+    rate = (ok - cached) / elapsed if elapsed > 0 and ok > cached else 0.0
+    parts = [f"{ok} scored" + (f" ({cached} from cache)" if cached else "")]
+    if failed:
+        parts.append(f"{failed} failed")
+    parts.append(f"{elapsed:.1f} s" + (f", {rate:.2f} images/s" if rate else ""))
+    stderr().print("qualiclip: " + ", ".join(parts), highlight=False)

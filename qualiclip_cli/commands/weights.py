@@ -1,0 +1,74 @@
+"""`qualiclip weights download | import FILE | path | verify`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qualiclip_cli.commands.console import stderr
+from qualiclip_cli.commands.errors import handle_errors
+
+app = typer.Typer(help="Manage the QualiCLIP weights file (download, import, locate, verify).", no_args_is_help=True)
+
+
+@app.command()
+@handle_errors
+def download(
+    force: Annotated[bool, typer.Option("--force", help="Download again even if a valid file is installed.")] = False,
+) -> None:
+    """Download the official weights into the cache dir (checked, then pinned by SHA-256)."""
+    from qualiclip_cli.commands.weights_progress import resolve_with_progress
+    from qualiclip_cli.core import weights as W
+
+    if W.offline_requested():
+        raise W.OfflineError("offline mode is on (QUALICLIP_OFFLINE); unset it to download")
+    resolved = resolve_with_progress(None, False, force_download=force) if force else None
+    if resolved is None:
+        path = W.cached_weights_path()
+        if path.exists():
+            resolved = W.ResolvedWeights(path, W.verify_recorded_hash(path), "cache")
+        else:
+            resolved = resolve_with_progress(None, False, force_download=True)
+    typer.echo(str(resolved.path))
+    stderr().print(f"sha256 {resolved.sha256}  ({W.QUALICLIP.license})", highlight=False)
+
+
+@app.command("import")
+@handle_errors
+def import_(
+    file: Annotated[Path, typer.Argument(help="A qualiclip.pth obtained elsewhere.", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Replace an installed file that differs.")] = False,
+) -> None:
+    """Install a weights file downloaded on another machine (for offline use)."""
+    from qualiclip_cli.core import weights as W
+
+    path = W.import_weights(file, force=force)
+    typer.echo(str(path))
+    stderr().print(f"installed, sha256 {W.read_recorded_hash(path)}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def path() -> None:
+    """Print where the weights file is (or would be) installed."""
+    from qualiclip_cli.core import weights as W
+
+    typer.echo(str(W.cached_weights_path()))
+
+
+@app.command()
+@handle_errors
+def verify(
+    file: Annotated[Path | None, typer.Argument(help="File to check [default: the installed one].", show_default=False)] = None,
+) -> None:
+    """Check a weights file: loads safely, has the QualiCLIP layout, and matches its pinned SHA-256."""
+    from qualiclip_cli.core import weights as W
+
+    target = Path(file) if file else W.cached_weights_path()
+    if file is None and not target.exists():
+        raise W.WeightsError(f"{target}: no weights installed; run `qualiclip weights download` or `qualiclip weights import FILE`")
+    digest = W.verify_recorded_hash(target) if W.read_recorded_hash(target) else W.sha256_file(target)
+    W.validate_weights(W.load_weights_dict(target), target, W.QUALICLIP if file is None else None)
+    typer.echo(f"{target}: ok (sha256 {digest})")
