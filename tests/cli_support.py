@@ -1,0 +1,49 @@
+"""Helpers for CLI tests: run the Typer app in-process or as a real subprocess; make small natural images."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+
+def run_cli(*args: str, env: dict | None = None):
+    """In-process run; returns click's Result with separate .stdout and .stderr."""
+    from qualiclip_cli.commands.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def run_process(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """A real `python -m qualiclip_cli` process (exit codes, stdout/stderr exactly as a user sees them)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "qualiclip_cli", *map(str, args)],
+        capture_output=True, text=True, env=full_env, timeout=timeout,
+    )
+
+
+def natural_image(name: str = "astronaut", size: tuple[int, int] | None = (96, 72)) -> Image.Image:
+    from skimage import data
+
+    array = getattr(data, name)()
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    image = Image.fromarray(array[..., :3].astype(np.uint8))
+    return image.resize(size, Image.Resampling.BICUBIC) if size else image
+
+
+def make_photo_dir(root: Path, names=("astronaut", "coffee", "chelsea", "rocket")) -> list[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, name in enumerate(names):
+        path = root / f"IMG_{i:04d}.jpg"
+        natural_image(name).save(path, quality=92)
+        paths.append(path)
+    return paths

@@ -1,0 +1,209 @@
+"""`qualiclip score` end to end: golden scores through the CLI, orientation, odd inputs, formats, cache."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli_support import make_photo_dir, natural_image, run_cli, run_process
+from qualiclip_cli.core.records import read_records
+
+
+def _jsonl(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_golden_scores_through_cli(golden):
+    reference = json.loads((golden / "golden.json").read_text())
+    result = run_cli("score", golden / "images", "--max-side", "0", "--format", "jsonl", "--details",
+                     "--weights", golden / "tiny_qualiclip.pth", "--no-cache")
+    assert result.exit_code == 0, result.stderr
+    rows = _jsonl(result.stdout)
+    assert [os.path.basename(r["path"]) for r in rows] == sorted(reference["images"])
+    for row in rows:
+        ref = reference["images"][os.path.basename(row["path"])]
+        assert set(row) == {"path", "score", "status", "error", "width", "height", "pairs"}
+        assert row["status"] == "ok" and row["error"] is None
+        assert [row["width"], row["height"]] == ref["size"]
+        assert abs(row["score"] - ref["score"]) <= 1e-5
+        assert list(row["pairs"]) == ["overall", "sharpness", "edges", "resolution", "noise", "quality", "picture"]
+        assert np.allclose(list(row["pairs"].values()), ref["pair_probs"], atol=1e-4, rtol=0)
+
+
+def test_default_policy_downscales_to_1024(tmp_path, tiny_weights_file):
+    natural_image("astronaut", size=(1500, 1100)).save(tmp_path / "big.png")
+    natural_image("coffee", size=(200, 100)).save(tmp_path / "small.png")
+    result = run_cli("score", tmp_path, "--format", "jsonl", "--weights", tiny_weights_file)
+    assert result.exit_code == 0, result.stderr
+    sizes = {os.path.basename(r["path"]): (r["width"], r["height"]) for r in _jsonl(result.stdout)}
+    assert sizes == {"big.png": (1024, 751), "small.png": (200, 100)}  # never upscaled
+
+
+def test_exif_orientation_is_applied(tmp_path, tiny_weights_file):
+    image = natural_image("chelsea", size=(120, 80))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, displayed rotated 90° clockwise
+    image.save(tmp_path / "tagged.png", exif=exif.tobytes())
+    image.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "rotated.png")
+    result = run_cli("score", tmp_path, "--format", "jsonl", "--max-side", "0", "--weights", tiny_weights_file)
+    rows = {os.path.basename(r["path"]): r for r in _jsonl(result.stdout)}
+    assert (rows["tagged.png"]["width"], rows["tagged.png"]["height"]) == (80, 120)
+    assert rows["tagged.png"]["score"] == pytest.approx(rows["rotated.png"]["score"], abs=1e-7)
+    # and it really depends on orientation: the unrotated pixels score differently
+    image.save(tmp_path / "plain.png")
+    rows = {os.path.basename(r["path"]): r for r in _jsonl(
+        run_cli("score", tmp_path / "plain.png", "--format", "jsonl", "--max-side", "0", "--weights", tiny_weights_file).stdout)}
+    assert abs(rows["plain.png"]["score"] - rows_score(tmp_path, tiny_weights_file)) > 1e-6
+
+
+def rows_score(tmp_path, weights):
+    out = run_cli("score", tmp_path / "rotated.png", "--format", "jsonl", "--max-side", "0", "--weights", weights)
+    return _jsonl(out.stdout)[0]["score"]
+
+
+def _odd_inputs(root):
+    root.mkdir()
+    natural_image("astronaut").save(root / "good.jpg")
+    (root / "empty.jpg").write_bytes(b"")
+    good = (root / "good.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (root / "notes.png").write_text("this is not an image\n")
+    natural_image("coffee", size=(10, 10)).save(root / "tiny.png")
+    (root / "garbage.webp").write_bytes(os.urandom(512))
+    return ["empty.jpg", "garbage.webp", "notes.png", "tiny.png", "truncated.jpg"]
+
+
+def test_odd_inputs_give_error_rows_and_exit_3(tmp_path, tiny_weights_file):
+    bad = _odd_inputs(tmp_path / "photos")
+    proc = run_process("score", tmp_path / "photos", "--format", "jsonl", "--weights", tiny_weights_file)
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    rows = {os.path.basename(r["path"]): r for r in _jsonl(proc.stdout)}
+    assert rows["good.jpg"]["status"] == "ok"
+    for name in bad:
+        assert rows[name]["status"] == "error" and rows[name]["score"] is None
+        assert rows[name]["error"] and "\n" not in rows[name]["error"]
+        assert name in proc.stderr  # a one-line warning naming the file
+
+
+def test_missing_path_is_an_error_row(tmp_path, tiny_weights_file):
+    result = run_cli("score", tmp_path / "nope.jpg", "--format", "jsonl", "--weights", tiny_weights_file)
+    assert result.exit_code == 3
+    assert _jsonl(result.stdout)[0]["status"] == "error"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json"])
+def test_formats_parse_back(tmp_path, tiny_weights_file, fmt):
+    make_photo_dir(tmp_path / "p")
+    (tmp_path / "p" / "broken.jpg").write_bytes(b"\xff\xd8broken")
+    result = run_cli("score", tmp_path / "p", "--format", fmt, "--details", "--weights", tiny_weights_file)
+    assert result.exit_code == 3
+    records = read_records(result.stdout, fmt)
+    assert len(records) == 5
+    ok = [r for r in records if r.ok]
+    assert len(ok) == 4 and all(0.0 <= r.score <= 1.0 and len(r.pairs) == 7 for r in ok)
+    assert [r.status for r in records if not r.ok] == ["error"]
+    out_file = tmp_path / f"results.{fmt}"
+    result = run_cli("score", tmp_path / "p", "--details", "--output", out_file, "--weights", tiny_weights_file)
+    assert read_records(out_file.read_text(), fmt) == records  # format chosen from the extension
+
+
+def test_sort_orders(tmp_path, tiny_weights_file):
+    make_photo_dir(tmp_path / "p")
+    best_first = _jsonl(run_cli("score", tmp_path / "p", "--format", "jsonl", "--sort", "-score", "--weights", tiny_weights_file).stdout)
+    scores = [r["score"] for r in best_first]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+    ascending = _jsonl(run_cli("score", tmp_path / "p", "--format", "jsonl", "--sort", "score", "--weights", tiny_weights_file).stdout)
+    assert [r["score"] for r in ascending] == sorted(scores)
+
+
+def test_table_output_and_usage_errors(tmp_path, tiny_weights_file):
+    make_photo_dir(tmp_path / "p", names=("astronaut",))
+    result = run_cli("score", tmp_path / "p", "--format", "table", "--weights", tiny_weights_file)
+    assert result.exit_code == 0 and "IMG_0000.jpg" in result.stdout and "score" in result.stdout
+    assert run_cli("score", tmp_path / "p", "--sort", "size").exit_code == 2
+    assert run_cli("score", tmp_path / "p", "--max-side", "huge").exit_code == 2
+    assert run_cli("score", tmp_path / "p", "--format", "xml").exit_code == 2
+
+
+def test_missing_weights_offline_is_one_line_error(tmp_path):
+    make_photo_dir(tmp_path / "p", names=("astronaut",))
+    proc = run_process("score", tmp_path / "p", env={"QUALICLIP_HOME": str(tmp_path / "home"), "QUALICLIP_OFFLINE": "1"})
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "qualiclip weights import" in proc.stderr
+    assert len([l for l in proc.stderr.splitlines() if "error" in l]) == 1
+
+
+def test_cache_hit_decodes_nothing_and_returns_same_numbers(tmp_path, tiny_weights_file, monkeypatch):
+    make_photo_dir(tmp_path / "p")
+    first = _jsonl(run_cli("score", tmp_path / "p", "--format", "jsonl", "--details", "--weights", tiny_weights_file).stdout)
+
+    import qualiclip_cli.core.decode as decode
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded a file that was cached")
+
+    monkeypatch.setattr(decode, "decode_image", no_decoding)
+    second = run_cli("score", tmp_path / "p", "--format", "jsonl", "--details", "--weights", tiny_weights_file)
+    assert second.exit_code == 0, second.stderr
+    assert _jsonl(second.stdout) == first
+    assert "4 from cache" in second.stderr
+
+
+def test_cache_invalidation(tmp_path, tiny_weights_file, monkeypatch):
+    from tiny_weights import write_tiny_weights
+
+    paths = make_photo_dir(tmp_path / "p")
+    run_cli("score", tmp_path / "p", "--format", "jsonl", "--weights", tiny_weights_file)
+    import qualiclip_cli.core.decode as decode
+
+    real = decode.decode_image
+    decoded = []
+
+    def counting(path, *args, **kwargs):
+        decoded.append(os.path.basename(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_image", counting)
+    natural_image("camera").save(paths[0], quality=92)  # content (size/mtime) changes
+    run_cli("score", tmp_path / "p", "--format", "jsonl", "--weights", tiny_weights_file)
+    assert decoded == ["IMG_0000.jpg"]
+    decoded.clear()
+    run_cli("score", tmp_path / "p", "--format", "jsonl", "--max-side", "64", "--weights", tiny_weights_file)
+    assert len(decoded) == 4  # another policy
+    decoded.clear()
+    other = write_tiny_weights(tmp_path / "other.pth", seed=3)
+    run_cli("score", tmp_path / "p", "--format", "jsonl", "--weights", other)
+    assert len(decoded) == 4  # other weights
+    decoded.clear()
+    run_cli("score", tmp_path / "p", "--format", "jsonl", "--weights", other, "--rescore")
+    assert len(decoded) == 4
+    decoded.clear()
+    run_cli("score", tmp_path / "p", "--format", "jsonl", "--weights", other, "--precision", "fp32", "--no-cache")
+    assert len(decoded) == 4
+
+
+def test_no_cache_writes_nothing(tmp_path, tiny_weights_file, isolated_home):
+    make_photo_dir(tmp_path / "p", names=("astronaut",))
+    run_cli("score", tmp_path / "p", "--format", "jsonl", "--no-cache", "--weights", tiny_weights_file)
+    assert not (isolated_home / "results.sqlite3").exists()
+
+
+def test_concurrent_runs_share_the_cache(tmp_path, tiny_weights_file, isolated_home):
+    make_photo_dir(tmp_path / "p", names=("astronaut", "coffee", "chelsea", "rocket", "camera", "coins"))
+    cmd = [sys.executable, "-m", "qualiclip_cli", "score", str(tmp_path / "p"), "--format", "jsonl",
+           "--weights", str(tiny_weights_file)]
+    env = dict(os.environ)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    assert _jsonl(outs[0][0]) == _jsonl(outs[1][0])
+    db = sqlite3.connect(isolated_home / "results.sqlite3")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 6
