@@ -161,6 +161,7 @@ class RunSummary:
     counts: dict[str, int]
     finished: bool        # the run reached its end (False: interrupted)
     undone: str | None    # None, "complete" or "partial" (an undo left problems)
+    problem: str | None = None  # set when the run's journal cannot be read (then the other fields are empty)
 
 
 @dataclass
@@ -251,15 +252,22 @@ def run_ids(directory: str | os.PathLike | None = None) -> list[str]:
 
 
 def history(directory: str | os.PathLike | None = None) -> list[RunSummary]:
-    """Summaries of all runs, newest first."""
-    return [read_run(i, directory).summary() for i in reversed(run_ids(directory))]
+    """Summaries of all runs, newest first. A run whose journal is unreadable is listed with `problem` set."""
+    summaries = []
+    for run_id in reversed(run_ids(directory)):
+        try:
+            summaries.append(read_run(run_id, directory).summary())
+        except JournalError as exc:
+            summaries.append(RunSummary(run_id=run_id, time="", command="", argv=[], counts={}, finished=False,
+                                        undone=None, problem=str(exc)))
+    return summaries
 
 
 def latest_run_id(directory: str | os.PathLike | None = None, include_undone: bool = False) -> str | None:
-    """The newest run (by default the newest not completely undone), or None."""
-    for run_id in reversed(run_ids(directory)):
-        if include_undone or read_run(run_id, directory).undone != "complete":
-            return run_id
+    """The newest readable run (by default the newest not completely undone), or None."""
+    for summary in history(directory):
+        if summary.problem is None and (include_undone or summary.undone != "complete"):
+            return summary.run_id
     return None
 
 

@@ -74,16 +74,21 @@ def _is_number(x: object) -> bool:
 
 
 def select_for_cull(records: Iterable[ScoreRecord], criteria: CullCriteria) -> list[ScoreRecord]:
-    """The records to cull, worst first (by score, then path). Error rows are never selected."""
-    ranked = worst_first(records)
-    chosen = ranked
+    """The records to cull, worst first (by score, then path). Error rows are never selected.
+
+    Rank cuts use one total order, best first by score and then path: among equal scores the earlier path
+    counts as the better one, so which of them is kept never depends on input order.
+    """
+    order = best_first(records)
+    chosen = order
     if criteria.keep_top is not None:
-        chosen = ranked[: max(0, len(ranked) - criteria.keep_top)]
+        chosen = order[criteria.keep_top:]
     elif criteria.bottom_percent is not None:
-        chosen = ranked[: math.floor(len(ranked) * criteria.bottom_percent / 100)]
+        count = math.floor(len(order) * criteria.bottom_percent / 100)
+        chosen = order[len(order) - count:] if count else []
     if criteria.below is not None:
         chosen = [r for r in chosen if r.score < criteria.below]
-    return chosen
+    return sorted(chosen, key=lambda r: (r.score, r.path))
 
 
 def validate_thresholds(thresholds: Sequence[float]) -> tuple[float, float, float, float]:
