@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import click
 import typer
 
 from cli_support import run_cli
@@ -16,7 +15,7 @@ def _all_command_paths():
 
     def walk(cmd, prefix):
         yield prefix
-        if isinstance(cmd, click.Group):
+        if getattr(cmd, "commands", None):
             for name, sub in cmd.commands.items():
                 yield from walk(sub, prefix + [name])
 

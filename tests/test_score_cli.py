@@ -124,7 +124,7 @@ def test_sort_orders(tmp_path, tiny_weights_file):
 
 def test_table_output_and_usage_errors(tmp_path, tiny_weights_file):
     make_photo_dir(tmp_path / "p", names=("astronaut",))
-    result = run_cli("score", tmp_path / "p", "--format", "table", "--weights", tiny_weights_file)
+    result = run_cli("score", tmp_path / "p", "--format", "table", "--weights", tiny_weights_file, env={"COLUMNS": "300"})
     assert result.exit_code == 0 and "IMG_0000.jpg" in result.stdout and "score" in result.stdout
     assert run_cli("score", tmp_path / "p", "--sort", "size").exit_code == 2
     assert run_cli("score", tmp_path / "p", "--max-side", "huge").exit_code == 2

@@ -10,7 +10,7 @@ from rich.console import Console
 
 @functools.lru_cache(maxsize=None)
 def _stderr(file_id: int) -> Console:
-    return Console(file=sys.stderr, stderr=True)
+    return Console(file=sys.stderr, stderr=True, soft_wrap=True)
 
 
 def stderr() -> Console:

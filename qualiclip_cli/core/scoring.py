@@ -51,16 +51,18 @@ class Scorer:
     def __init__(self, weights: ResolvedWeights, options: ScoreOptions = ScoreOptions()):
         import torch
 
-        from qualiclip_cli.core.model import load_qualiclip
+        from qualiclip_cli.core.model import load_qualiclip, prepare_for_inference
 
         self.weights = weights
         self.options = options
         self.runtime = make_runtime(options.device, options.precision, exact=options.max_side == 0)
         self.identity = policy_identity(options, self.runtime)
-        model = load_qualiclip(weights.path)
+        self.exact = options.max_side == 0 and self.runtime.precision == "fp32"
         if self.runtime.device_type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.model = model.to(self.runtime.device).to(memory_format=torch.channels_last)
+        self.model = prepare_for_inference(
+            load_qualiclip(weights.path), self.runtime.device, self.runtime.precision, exact=self.exact
+        )
         self.batch_size = options.batch_size or (1 if self.runtime.device_type == "cpu" else 16)
         self.workers = options.workers or min(4, os.cpu_count() or 1)
         self.max_pixels = options.max_pixels
@@ -79,7 +81,7 @@ class Scorer:
             stacked = stacked.pin_memory().to(self.runtime.device, non_blocking=True)
         else:
             stacked = stacked.to(self.runtime.device)
-        with torch.inference_mode(), self.runtime.autocast():
+        with torch.inference_mode():
             out = self.model(stacked)
         scores = out.scores.double().cpu().tolist()
         probs = out.pair_probs.double().cpu().tolist()
