@@ -1,0 +1,247 @@
+"""Finding the image files named on the command line.
+
+`find_images` turns the PATH arguments of a command into a deterministic stream of `Found` entries:
+one per image file to process, plus one per problem the user should hear about (a missing argument,
+an unreadable directory, a symlink loop). Problems never stop the walk.
+
+Rules:
+
+* Arguments are handled in the order given. A file argument is always yielded, whatever its extension
+  (the decoder reports it if it is not an image) and even if its name starts with a dot. A directory
+  argument is walked: recursively by default, only its own files with ``recursive=False``.
+* Inside a directory, entries (files and sub-directories together) are visited sorted by name (plain
+  code-point order), depth first, so the output order never depends on the file system.
+* Walked files count as images when their extension, compared case-insensitively, is in
+  `IMAGE_EXTENSIONS`.
+* Names starting with ``.`` (files and directories) are skipped during a walk unless ``hidden=True``.
+* Symbolic links met during a walk (to files or directories) are skipped unless ``follow_symlinks=True``.
+  Symlinks named on the command line are always followed. When following, a directory that leads back to
+  one of its own ancestors is reported as ``Found(path, "symlink loop: ...")`` instead of being walked
+  again, and a symlinked directory whose target was already walked elsewhere is not walked twice.
+  A broken link with an image name is reported as an error entry.
+* ``include`` / ``exclude`` are `fnmatch` glob patterns. Each pattern is tried against the file's path
+  relative to the argument it was found under (``/``-separated, e.g. ``2023/holiday/IMG_1.jpg``) and against
+  its base name (``IMG_1.jpg``); a match on either counts. Note that ``*`` also matches ``/``, so
+  ``2023/*`` matches everything below ``2023``. A file is kept when ``include`` is empty or one of its
+  patterns matches, and no ``exclude`` pattern matches. ``exclude`` patterns also prune directories
+  (matched against the directory's relative path and its name, e.g. ``--exclude _rejected``). For a file
+  argument the relative path is its base name. Case sensitivity follows the platform (`fnmatch.fnmatch`).
+* The same file (same device and inode, so hard links count as one) reached twice — through two
+  arguments, or a followed symlink — is yielded once, at its first occurrence.
+
+No folder name is treated specially: excluding a quarantine folder is the caller's choice (pass it in
+``exclude``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+__all__ = ["IMAGE_EXTENSIONS", "Found", "find_images", "is_image_name"]
+
+#: Extensions (lower case, without the dot) that a directory walk picks up, compared case-insensitively.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {"jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp", "gif", "heic", "heif", "avif"}
+)
+
+
+@dataclass(frozen=True)
+class Found:
+    """One result of a walk: an image file to process (``error is None``) or a problem to report."""
+
+    path: Path
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def is_image_name(name: str) -> bool:
+    """True when the file name's extension (case-insensitive) is one of `IMAGE_EXTENSIONS`."""
+    _, dot, ext = name.rpartition(".")
+    return bool(dot) and ext.lower() in IMAGE_EXTENSIONS
+
+
+def _matches(patterns: tuple[str, ...], rel: str, name: str) -> bool:
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def _os_reason(exc: OSError) -> str:
+    """A short lower-case reason for an OSError, without the path (the Found entry carries it)."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file or directory"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, NotADirectoryError):
+        return "not a directory"
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return " ".join(text.split()).lower()
+
+
+class _Walker:
+    def __init__(
+        self,
+        recursive: bool,
+        include: tuple[str, ...],
+        exclude: tuple[str, ...],
+        hidden: bool,
+        follow_symlinks: bool,
+    ) -> None:
+        self.recursive = recursive
+        self.include = include
+        self.exclude = exclude
+        self.hidden = hidden
+        self.follow = follow_symlinks
+        self.seen_files: set[tuple[int, int]] = set()
+        self.walked_dirs: set[tuple[int, int]] = set()
+
+    # -- files ---------------------------------------------------------------------------------------
+    def _wanted(self, rel: str, name: str) -> bool:
+        if self.include and not _matches(self.include, rel, name):
+            return False
+        return not (self.exclude and _matches(self.exclude, rel, name))
+
+    def _first_time(self, st: os.stat_result) -> bool:
+        key = (st.st_dev, st.st_ino)
+        if key in self.seen_files:
+            return False
+        self.seen_files.add(key)
+        return True
+
+    # -- arguments -----------------------------------------------------------------------------------
+    def argument(self, arg: str | os.PathLike[str]) -> Iterator[Found]:
+        path = Path(arg)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and os.path.islink(path):
+                yield Found(path, "broken symbolic link (its target does not exist)")
+            else:
+                yield Found(path, _os_reason(exc))
+            return
+        except ValueError:  # embedded NUL byte and the like
+            yield Found(path, "invalid path")
+            return
+        if stat.S_ISDIR(st.st_mode):
+            yield from self.walk(path, st)
+        elif stat.S_ISREG(st.st_mode):
+            if self._wanted(path.name, path.name) and self._first_time(st):
+                yield Found(path)
+        else:
+            yield Found(path, "not a regular file or directory")
+
+    # -- directories ---------------------------------------------------------------------------------
+    def _list(self, directory: Path) -> list[os.DirEntry[str]]:
+        with os.scandir(directory) as it:
+            entries = list(it)
+        entries.sort(key=lambda e: e.name)
+        return entries
+
+    def walk(self, root: Path, root_stat: os.stat_result) -> Iterator[Found]:
+        root_key = (root_stat.st_dev, root_stat.st_ino)
+        try:
+            entries = self._list(root)
+        except OSError as exc:
+            yield Found(root, f"cannot read directory: {_os_reason(exc)}")
+            return
+        self.walked_dirs.add(root_key)
+        # Explicit stack of (entries iterator, relative prefix, dir key): no recursion limit.
+        stack: list[tuple[Iterator[os.DirEntry[str]], str, tuple[int, int]]] = [(iter(entries), "", root_key)]
+        on_path: dict[tuple[int, int], Path] = {root_key: root}
+
+        while stack:
+            it, prefix, key = stack[-1]
+            entry = next(it, None)
+            if entry is None:
+                stack.pop()
+                on_path.pop(key, None)
+                continue
+
+            name = entry.name
+            if not self.hidden and name.startswith("."):
+                continue
+            rel = prefix + name
+            path = Path(entry.path)
+
+            try:
+                is_link = entry.is_symlink()
+            except OSError:
+                is_link = False
+            if is_link and not self.follow:
+                continue
+
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+
+            if is_dir:
+                if not self.recursive:
+                    continue
+                if self.exclude and _matches(self.exclude, rel, name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=True)
+                except OSError as exc:
+                    yield Found(path, f"cannot read directory: {_os_reason(exc)}")
+                    continue
+                dkey = (st.st_dev, st.st_ino)
+                if dkey in on_path:
+                    kind = "symlink loop" if is_link else "directory loop"
+                    yield Found(path, f"{kind}: {path} leads back to {on_path[dkey]}")
+                    continue
+                if is_link and dkey in self.walked_dirs:
+                    continue  # same directory already walked through another route: nothing new there
+                try:
+                    sub = self._list(path)
+                except OSError as exc:
+                    yield Found(path, f"cannot read directory: {_os_reason(exc)}")
+                    continue
+                self.walked_dirs.add(dkey)
+                on_path[dkey] = path
+                stack.append((iter(sub), rel + "/", dkey))
+                continue
+
+            # A file (or something else, or a broken link when following).
+            if not is_image_name(name) or not self._wanted(rel, name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=True)
+            except FileNotFoundError:
+                if is_link:
+                    yield Found(path, "broken symbolic link (its target does not exist)")
+                continue  # vanished since the directory was listed
+            except OSError as exc:
+                yield Found(path, _os_reason(exc))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if self._first_time(st):
+                yield Found(path)
+
+
+def find_images(
+    paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    recursive: bool = True,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    hidden: bool = False,
+    follow_symlinks: bool = False,
+) -> Iterator[Found]:
+    """Yield the image files under ``paths`` (files and directories), in a deterministic order.
+
+    See the module docstring for every rule. Problems are yielded as ``Found(path, error)`` and the walk
+    goes on; a missing argument gives ``Found(path, "no such file or directory")``.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    walker = _Walker(recursive, tuple(include), tuple(exclude), hidden, follow_symlinks)
+    for arg in paths:
+        yield from walker.argument(arg)

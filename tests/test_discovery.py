@@ -1,0 +1,259 @@
+"""find_images: walking the PATH arguments deterministically, with filters, hidden files, symlinks and errors."""
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from qualiclip_cli.core import discovery
+from qualiclip_cli.core.discovery import IMAGE_EXTENSIONS, Found, find_images, is_image_name
+
+
+def _touch(root: Path, *names: str) -> None:
+    for name in names:
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")  # content is irrelevant: discovery never opens files
+
+
+def _rel(found, root: Path) -> list:
+    out = []
+    for f in found:
+        rel = f.path.relative_to(root).as_posix() if f.path.is_relative_to(root) else str(f.path)
+        out.append(rel if f.error is None else (rel, f.error))
+    return out
+
+
+def _walk(root: Path, *args: str, **kw) -> list:
+    paths = [root / a for a in args] if args else [root]
+    return _rel(find_images(paths, **kw), root)
+
+
+@pytest.fixture
+def library(tmp_path) -> Path:
+    root = tmp_path / "lib"
+    _touch(
+        root,
+        "b.jpg",
+        "a.PNG",
+        "notes.txt",
+        "c.JpEg",
+        "sub/z.heic",
+        "sub/deeper/y.tif",
+        "sub/deeper/readme.md",
+        "m/x.webp",
+        "m.avif",
+        ".hidden.jpg",
+        ".cache/thumb.jpg",
+        "sub/.Trash/old.jpg",
+        "raw.CR2",
+        "noext",
+    )
+    return root
+
+
+def test_extensions_exported():
+    assert IMAGE_EXTENSIONS == {"jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp", "gif", "heic", "heif", "avif"}
+    assert is_image_name("IMG_0001.JPG") and is_image_name("x.HeIc") and is_image_name(".x.png")
+    assert not is_image_name("jpg") and not is_image_name("a.jpg.txt") and not is_image_name("a.")
+
+
+def test_recursive_sorted_depth_first(library):
+    # Files and directories of one folder are sorted together by name (code-point order: upper case
+    # first), sub-folders walked where they sort.
+    assert _walk(library) == [
+        "a.PNG",
+        "b.jpg",
+        "c.JpEg",
+        "m/x.webp",
+        "m.avif",
+        "sub/deeper/y.tif",
+        "sub/z.heic",
+    ]
+    assert all(isinstance(f, Found) and f.ok for f in find_images([library]))
+
+
+def test_order_is_deterministic_whatever_the_creation_order(tmp_path):
+    names = [f"d{i % 7}/img_{(i * 7919) % 1000:04d}.jpg" for i in range(300)]
+    a, b = tmp_path / "a", tmp_path / "b"
+    _touch(a, *names)
+    _touch(b, *reversed(names))
+    assert _walk(a) == _walk(b) == sorted(set(names))
+
+
+def test_not_recursive(library):
+    assert _walk(library, recursive=False) == ["a.PNG", "b.jpg", "c.JpEg", "m.avif"]
+
+
+def test_explicit_files_always_yielded_in_argument_order(library):
+    got = _walk(library, "notes.txt", "sub", "raw.CR2", ".hidden.jpg", "b.jpg")
+    assert got == ["notes.txt", "sub/deeper/y.tif", "sub/z.heic", "raw.CR2", ".hidden.jpg", "b.jpg"]
+
+
+def test_single_path_argument_accepted(library):
+    assert _rel(find_images(library / "sub"), library) == ["sub/deeper/y.tif", "sub/z.heic"]
+    assert _rel(find_images(str(library / "b.jpg")), library) == ["b.jpg"]
+
+
+def test_include_exclude_match_relative_path_or_basename(library):
+    assert _walk(library, include=["*.jpg", "*.JpEg"]) == ["b.jpg", "c.JpEg"]
+    # Relative-path patterns ("*" also crosses "/").
+    assert _walk(library, include=["sub/*"]) == ["sub/deeper/y.tif", "sub/z.heic"]
+    assert _walk(library, include=["sub/deeper/*"]) == ["sub/deeper/y.tif"]
+    # Basename patterns apply at any depth.
+    assert _walk(library, include=["y.*"]) == ["sub/deeper/y.tif"]
+    assert _walk(library, exclude=["*.heic", "a.*"]) == ["b.jpg", "c.JpEg", "m/x.webp", "m.avif", "sub/deeper/y.tif"]
+    # Exclude prunes directories by name or relative path.
+    assert _walk(library, exclude=["deeper"]) == ["a.PNG", "b.jpg", "c.JpEg", "m/x.webp", "m.avif", "sub/z.heic"]
+    assert _walk(library, exclude=["sub/deeper"]) == _walk(library, exclude=["deeper"])
+    # include and exclude together; and they apply to explicitly named files too.
+    assert _walk(library, include=["*.jpg", "*.tif"], exclude=["sub/*"]) == ["b.jpg"]
+    assert _walk(library, "b.jpg", "notes.txt", exclude=["*.txt"]) == ["b.jpg"]
+
+
+def test_no_folder_name_is_special(tmp_path):
+    _touch(tmp_path, "_rejected/r.jpg", "keep/k.jpg")
+    assert _walk(tmp_path) == ["_rejected/r.jpg", "keep/k.jpg"]
+    assert _walk(tmp_path, exclude=["_rejected"]) == ["keep/k.jpg"]
+
+
+def test_hidden(library):
+    assert ".hidden.jpg" not in _walk(library)
+    got = _walk(library, hidden=True)
+    assert got == [
+        ".cache/thumb.jpg",
+        ".hidden.jpg",
+        "a.PNG",
+        "b.jpg",
+        "c.JpEg",
+        "m/x.webp",
+        "m.avif",
+        "sub/.Trash/old.jpg",
+        "sub/deeper/y.tif",
+        "sub/z.heic",
+    ]
+    # A hidden directory named explicitly is walked (its hidden children still follow the flag).
+    assert _walk(library, ".cache") == [".cache/thumb.jpg"]
+
+
+def test_missing_path_and_walk_goes_on(library):
+    got = _walk(library, "nope.jpg", "m")
+    assert got == [("nope.jpg", "no such file or directory"), "m/x.webp"]
+
+
+def test_duplicates_yielded_once(library):
+    got = _walk(library, "sub", ".", "sub/z.heic", "b.jpg")
+    assert got == ["sub/deeper/y.tif", "sub/z.heic", "a.PNG", "b.jpg", "c.JpEg", "m/x.webp", "m.avif"]
+    # The same file through a different spelling of its path is still one file.
+    alias = str(library / "sub" / ".." / "b.jpg")
+    assert [f.path for f in find_images([library / "b.jpg", alias])] == [library / "b.jpg"]
+
+
+needs_symlinks = pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="POSIX symlinks")
+
+
+@needs_symlinks
+def test_symlinks_not_followed_by_default(tmp_path):
+    outside = tmp_path / "outside"
+    _touch(outside, "o.jpg")
+    root = tmp_path / "root"
+    _touch(root, "r.jpg")
+    (root / "linkdir").symlink_to(outside, target_is_directory=True)
+    (root / "linkfile.jpg").symlink_to(outside / "o.jpg")
+    (root / "broken.jpg").symlink_to(tmp_path / "gone.jpg")
+    assert _walk(root) == ["r.jpg"]
+    got = _rel(find_images([root], follow_symlinks=True), root)
+    assert got == [("broken.jpg", "broken symbolic link (its target does not exist)"), "linkdir/o.jpg", "r.jpg"]
+    # linkfile.jpg is the same file as linkdir/o.jpg: yielded once, at its first occurrence.
+    # A symlink named on the command line is always followed.
+    assert _rel(find_images([root / "linkdir", root / "linkfile.jpg"]), root) == ["linkdir/o.jpg"]
+
+
+@needs_symlinks
+def test_symlink_loop_reported_not_hanging(tmp_path):
+    root = tmp_path / "root"
+    _touch(root, "a/a.jpg", "a/b/b.jpg")
+    (root / "a" / "b" / "up").symlink_to(root / "a", target_is_directory=True)  # a/b/up -> a
+    (root / "self").symlink_to(root, target_is_directory=True)  # root/self -> root
+    result: list = []
+
+    def run():
+        result.extend(find_images([root], follow_symlinks=True))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "walk did not terminate"
+    got = _rel(result, root)
+    assert got[:2] == ["a/a.jpg", "a/b/b.jpg"]
+    errors = [g for g in got if isinstance(g, tuple)]
+    assert [e[0] for e in errors] == ["a/b/up", "self"]
+    assert all(e[1].startswith("symlink loop: ") for e in errors)
+    assert str(root / "a") in errors[0][1]
+    # Without following, the links are simply skipped.
+    assert _walk(root) == ["a/a.jpg", "a/b/b.jpg"]
+
+
+@needs_symlinks
+def test_symlinked_directory_walked_once(tmp_path):
+    root = tmp_path / "root"
+    _touch(root, "real/p.jpg")
+    (root / "alias1").symlink_to(root / "real", target_is_directory=True)
+    (root / "zalias").symlink_to(root / "real", target_is_directory=True)
+    got = _rel(find_images([root], follow_symlinks=True), root)
+    assert got == ["alias1/p.jpg"]  # first occurrence in sorted order; no loop error for a plain alias
+
+
+def test_unreadable_directory_reported_and_walk_continues(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    _touch(root, "a/1.jpg", "locked/2.jpg", "z/3.jpg")
+    locked = str(root / "locked")
+    real_scandir = os.scandir
+
+    def fake_scandir(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(discovery.os, "scandir", fake_scandir)
+    assert _walk(root) == ["a/1.jpg", ("locked", "cannot read directory: permission denied"), "z/3.jpg"]
+    # The same for an unreadable root argument.
+    assert _rel(find_images([root / "locked", root / "z"]), root) == [
+        ("locked", "cannot read directory: permission denied"),
+        "z/3.jpg",
+    ]
+
+
+@pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0, reason="root reads everything")
+def test_really_unreadable_directory(tmp_path):
+    root = tmp_path / "root"
+    _touch(root, "locked/2.jpg", "z/3.jpg")
+    (root / "locked").chmod(0)
+    try:
+        assert _walk(root) == [("locked", "cannot read directory: permission denied"), "z/3.jpg"]
+    finally:
+        (root / "locked").chmod(0o755)
+
+
+def test_special_files(tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    _touch(tmp_path, "x.jpg")
+    assert _walk(tmp_path) == ["x.jpg"]  # not a regular file: ignored in a walk
+    assert _walk(tmp_path, "pipe.jpg") == [("pipe.jpg", "not a regular file or directory")]
+
+
+def test_many_files_quickly(tmp_path):
+    for d in range(20):
+        sub = tmp_path / f"d{d:02d}"
+        sub.mkdir()
+        for i in range(250):
+            (sub / f"IMG_{i:04d}.JPG").touch()
+            if i % 5 == 0:
+                (sub / f"IMG_{i:04d}.xmp").touch()
+    found = list(find_images([tmp_path]))
+    assert len(found) == 5000 and all(f.ok for f in found)
+    assert found[0].path == tmp_path / "d00" / "IMG_0000.JPG"
+    assert found[-1].path == tmp_path / "d19" / "IMG_0249.JPG"
