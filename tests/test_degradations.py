@@ -354,18 +354,3 @@ def test_colour_conversions_keep_red_and_blue_apart():
     hue = D.rgb_to_hsv(red_and_blue)[0]
     assert hue[0, 0] == pytest.approx(0.0) and hue[0, 1] == pytest.approx(2 / 3)
 
-
-# --------------------------------------------------------------------------------------------------------------
-# CUDA
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("key", KEYS)
-def test_cuda_matches_cpu(key):
-    image = photo("chelsea", 64)
-    on_cpu = D.apply_distortion(key, image, 4, seeded(2))
-    on_gpu = D.apply_distortion(key, image.cuda(), 4, seeded(2))
-    assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.float32
-    assert float((on_gpu.cpu() - on_cpu).abs().mean()) < 2e-3
-    cuda_generator = torch.Generator(device="cuda").manual_seed(2)
-    assert D.apply_distortion(key, image.cuda(), 4, cuda_generator).device.type == "cuda"
