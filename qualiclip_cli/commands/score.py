@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Sequence
 
 import typer
 
@@ -68,12 +70,33 @@ def score(
 
 def run_scoring(choices: "opt.ScoringChoices") -> tuple[list, float]:
     """Walk, resolve weights, score with a progress bar on stderr. Shared by score, cull, sort and tag."""
+    run = score_choices(choices)
+    return run.records, run.elapsed
+
+
+@dataclass
+class ScoringRun:
+    """What `score_choices` produced: the records (walk order), the scoring time, and which weights and
+    scoring identity (preprocessing policy + precision) gave them, as XMP sidecars record."""
+
+    records: list
+    elapsed: float
+    weights_sha256: str
+    identity: str
+
+
+def score_choices(choices: "opt.ScoringChoices", skip_under: Sequence[Path] = ()) -> ScoringRun:
+    """`run_scoring` with the scorer's identity, for the curation commands. Files found under any folder in
+    `skip_under` (e.g. the quarantine) are left out before scoring."""
     from qualiclip_cli.commands.weights_progress import resolve_with_progress
     from qualiclip_cli.core.discovery import find_images
     from qualiclip_cli.core.scoring import Scorer, open_cache
 
     options = choices.score_options()
     found = list(find_images(choices.paths, **choices.discovery()))
+    if skip_under:
+        skip = [Path(os.path.abspath(d)) for d in skip_under]
+        found = [f for f in found if not any(_inside(Path(os.path.abspath(f.path)), d) for d in skip)]
     resolved = resolve_with_progress(choices.weights, choices.offline)
     start = time.perf_counter()
     scorer = Scorer(resolved, options)
@@ -90,7 +113,11 @@ def run_scoring(choices: "opt.ScoringChoices") -> tuple[list, float]:
     finally:
         if cache is not None:
             cache.close()
-    return records, time.perf_counter() - start
+    return ScoringRun(records, time.perf_counter() - start, scorer.weights.sha256, scorer.identity)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def summarise(records: list, elapsed: float) -> None:
