@@ -5,7 +5,12 @@ from __future__ import annotations
 import typer
 
 from qualiclip_cli import __version__
+from qualiclip_cli.commands import cull as cull_cmd
+from qualiclip_cli.commands import history as history_cmd
 from qualiclip_cli.commands import score as score_cmd
+from qualiclip_cli.commands import sort as sort_cmd
+from qualiclip_cli.commands import tag as tag_cmd
+from qualiclip_cli.commands import undo as undo_cmd
 from qualiclip_cli.commands import weights as weights_cmd
 
 app = typer.Typer(
@@ -32,6 +37,11 @@ def _root(
 
 
 app.command("score")(score_cmd.score)
+app.command("cull")(cull_cmd.cull)
+app.command("sort")(sort_cmd.sort)
+app.command("tag")(tag_cmd.tag)
+app.command("undo")(undo_cmd.undo)
+app.command("history")(history_cmd.history)
 app.add_typer(weights_cmd.app, name="weights")
 
 

@@ -1,0 +1,84 @@
+"""`qualiclip cull PATH… --below T`: list, quarantine, copy or trash the low scorers; journaled, undoable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from qualiclip_cli.commands import console
+from qualiclip_cli.commands import options as opt
+from qualiclip_cli.commands import plan_render as pr
+from qualiclip_cli.commands.errors import handle_errors
+
+
+@handle_errors
+def cull(
+    paths: opt.PathsArg,
+    below: Annotated[Optional[float], typer.Option("--below", help="Cull photos scoring strictly below this (0–1].")] = None,
+    keep_top: Annotated[Optional[int], typer.Option("--keep-top", help="Cull all but the best N.")] = None,
+    bottom_percent: Annotated[Optional[float], typer.Option("--bottom-percent", help="Cull the worst P percent (rounded down).")] = None,
+    action: Annotated[
+        Optional[str],
+        typer.Option("--action", "-a", help="list, move (into the quarantine folder), copy (into it) or trash (the system "
+                                            "trash; refused if there is none, never deleted). Default: move on a terminal, "
+                                            "list when stdout is piped or redirected."),
+    ] = None,
+    to: Annotated[
+        Optional[Path],
+        typer.Option("--to", help="Quarantine folder for move/copy (default: _rejected/ inside each PATH, keeping "
+                                  "sub-folders)."),
+    ] = None,
+    with_siblings: pr.WithSiblings = True,
+    on_collision: pr.OnCollision = "number",
+    dry_run: pr.DryRun = False,
+    fmt: pr.PlanFormat = "text",
+    recursive: opt.Recursive = True,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    hidden: opt.Hidden = False,
+    follow: opt.Follow = False,
+    max_side: opt.MaxSide = "1024",
+    jpeg_draft: opt.JpegDraft = True,
+    batch_size: opt.BatchSize = None,
+    device: opt.Device = "auto",
+    precision: opt.Precision = "auto",
+    workers: opt.Workers = None,
+    max_pixels: opt.MaxPixels = None,
+    no_cache: opt.NoCache = False,
+    rescore: opt.Rescore = False,
+    weights: opt.Weights = None,
+    offline: opt.Offline = False,
+) -> None:
+    """Act on the low scorers: list them, move or copy them into a quarantine folder, or send them to the trash.
+
+    Give --below, --keep-top or --bottom-percent (--below combines with either: a photo is culled only if all
+    given criteria select it). Sidecars and RAW+JPEG siblings go with their photo. Nothing is ever deleted or
+    overwritten; every change is journaled: `qualiclip undo` puts it back. Folders named _rejected (the
+    quarantine) are not walked, so a second cull scores nothing again. The plan/report goes to stdout, the
+    summary and the run id to stderr. Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
+    """
+    from qualiclip_cli.commands.score import score_choices, summarise
+    from qualiclip_cli.core.curation import CULL_ACTIONS, QUARANTINE_DIRNAME, plan_cull
+    from qualiclip_cli.core.errors import UsageError
+    from qualiclip_cli.core.selection import CullCriteria
+
+    criteria = CullCriteria(below=below, keep_top=keep_top, bottom_percent=bottom_percent)
+    pr.check_format(fmt)
+    pr.check_on_collision(on_collision)
+    if action is None:
+        action = "move" if console.stdout_is_terminal() else "list"
+    if action not in CULL_ACTIONS:
+        raise UsageError(f"--action must be one of {', '.join(CULL_ACTIONS)}, got {action!r}")
+    if to is not None and action not in ("move", "copy"):
+        raise UsageError("--to only applies to --action move or copy")
+
+    choices = pr.scoring_choices(locals(), exclude=[QUARANTINE_DIRNAME])
+    scoring = score_choices(choices, skip_under=[to] if to is not None else [])
+    summarise(scoring.records, scoring.elapsed)
+    plan = plan_cull(scoring.records, criteria, action=action, roots=paths, quarantine_dir=to,
+                     with_siblings=with_siblings, on_collision=on_collision)
+    code = pr.carry_out(plan, records=scoring.records, action=action, command="cull",
+                        argv=pr.invocation("cull", paths), dry_run=dry_run, fmt=fmt)
+    raise typer.Exit(code)

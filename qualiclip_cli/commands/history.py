@@ -1,0 +1,83 @@
+"""`qualiclip history`: the journaled runs, newest first, and whether each was undone."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Annotated, Optional
+
+import typer
+
+from qualiclip_cli.commands.errors import handle_errors
+
+HISTORY_FORMATS = ("table", "jsonl", "json")
+
+
+@handle_errors
+def history(
+    fmt: Annotated[
+        Optional[str],
+        typer.Option("--format", "-f", help="table, jsonl or json (default: table on a terminal, jsonl otherwise)."),
+    ] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the N newest runs.")] = None,
+) -> None:
+    """List the runs of cull, sort and tag (newest first) with their run ids, counts and undo state.
+
+    Dry runs and list-only culls change nothing and are not recorded. Undo a run with `qualiclip undo RUN_ID`.
+    """
+    from qualiclip_cli.commands.console import stdout, stdout_is_terminal
+    from qualiclip_cli.core import journal
+    from qualiclip_cli.core.errors import UsageError
+
+    if fmt is None:
+        fmt = "table" if stdout_is_terminal() else "jsonl"
+    if fmt not in HISTORY_FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(HISTORY_FORMATS)}")
+    runs = journal.history()
+    if limit is not None:
+        runs = runs[:limit]
+    if fmt == "table":
+        if not runs:
+            from qualiclip_cli.commands.console import stderr
+
+            stderr().print("qualiclip: no runs yet", highlight=False)
+            return
+        stdout().print(_table(runs))
+        return
+    rows = [{**asdict(r), "state": state(r)} for r in runs]
+    if fmt == "jsonl":
+        for row in rows:
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def state(run) -> str:
+    if run.problem:
+        return "unreadable"
+    if run.undone == "complete":
+        return "undone"
+    if run.undone == "partial":
+        return "partly undone"
+    return "done" if run.finished else "interrupted"
+
+
+def _table(runs):
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for name, justify in (("run", "left"), ("time", "left"), ("command", "left"), ("done", "right"),
+                          ("failed", "right"), ("state", "left"), ("command line", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for run in runs:
+        if run.problem:
+            table.add_row(run.run_id, "", "", "", "", "[red]unreadable[/]", escape(run.problem))
+            continue
+        when = run.time[:19].replace("T", " ")
+        table.add_row(run.run_id, when, run.command, str(run.counts.get("done", 0)), str(run.counts.get("failed", 0)),
+                      state(run), escape(" ".join(run.argv)))
+    return table

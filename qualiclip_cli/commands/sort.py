@@ -1,0 +1,115 @@
+"""`qualiclip sort PATH…`: print the ranking, organise into tier folders, or rename by rank; undoable."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from qualiclip_cli.commands import options as opt
+from qualiclip_cli.commands import plan_render as pr
+from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
+
+
+@handle_errors
+def sort(
+    paths: opt.PathsArg,
+    into: Annotated[
+        Optional[Path],
+        typer.Option("--into", help="Copy (or --move) photos into tier folders DIR/1-poor, 2-fair, 3-good, 4-very-good, "
+                                    "5-excellent."),
+    ] = None,
+    tiers: Annotated[
+        Optional[str],
+        typer.Option("--tiers", help="Four increasing thresholds between the tiers, for --into (default: 0.2,0.4,0.6,0.8)."),
+    ] = None,
+    move: Annotated[bool, typer.Option("--move", help="With --into: move instead of copy.")] = False,
+    rank_prefix: Annotated[
+        bool,
+        typer.Option("--rank-prefix", help="Rename photos in place by rank, best first: 0001_IMG_1.jpg (one ranking over "
+                                           "all PATHs)."),
+    ] = False,
+    with_siblings: pr.WithSiblings = True,
+    on_collision: pr.OnCollision = "number",
+    dry_run: pr.DryRun = False,
+    fmt: pr.PlanFormat = "text",
+    recursive: opt.Recursive = True,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    hidden: opt.Hidden = False,
+    follow: opt.Follow = False,
+    max_side: opt.MaxSide = "1024",
+    jpeg_draft: opt.JpegDraft = True,
+    batch_size: opt.BatchSize = None,
+    device: opt.Device = "auto",
+    precision: opt.Precision = "auto",
+    workers: opt.Workers = None,
+    max_pixels: opt.MaxPixels = None,
+    no_cache: opt.NoCache = False,
+    rescore: opt.Rescore = False,
+    weights: opt.Weights = None,
+    offline: opt.Offline = False,
+) -> None:
+    """Order photos by score: print the ranking (best first), or organise the files.
+
+    Without --into or --rank-prefix nothing changes: the ranked list goes to stdout (rank, score, path; or
+    jsonl/json with --format). --into DIR copies (default) or moves photos into tier folders; --rank-prefix
+    renames them in place. Sidecars and RAW siblings follow their photo; nothing is overwritten; every change
+    is journaled (`qualiclip undo`). Folders named _rejected (cull's quarantine) and the --into folder are not
+    walked. Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
+    """
+    from qualiclip_cli.commands.score import score_choices, summarise
+    from qualiclip_cli.core.curation import QUARANTINE_DIRNAME, plan_rank_prefix, plan_sort_into
+    from qualiclip_cli.core.errors import UsageError
+
+    pr.check_format(fmt)
+    pr.check_on_collision(on_collision)
+    if into is not None and rank_prefix:
+        raise UsageError("--into and --rank-prefix conflict: use one of them")
+    if into is None and (move or tiers is not None):
+        raise UsageError(f"{'--move' if move else '--tiers'} only applies with --into DIR")
+    thresholds = pr.parse_tiers(tiers) if tiers is not None else None
+
+    choices = pr.scoring_choices(locals(), exclude=[QUARANTINE_DIRNAME])
+    scoring = score_choices(choices, skip_under=[into] if into is not None else [])
+    summarise(scoring.records, scoring.elapsed)
+    records = scoring.records
+
+    if into is None and not rank_prefix:
+        _print_ranking(records, fmt)
+        raise typer.Exit(EXIT_PARTIAL if any(not r.ok for r in records) else EXIT_OK)
+
+    if into is not None:
+        mode = "move" if move else "copy"
+        kwargs = {"thresholds": thresholds} if thresholds is not None else {}
+        plan = plan_sort_into(records, into, mode=mode, with_siblings=with_siblings, on_collision=on_collision,
+                              **kwargs)
+    else:
+        mode = "rename"
+        plan = plan_rank_prefix(records, with_siblings=with_siblings, on_collision=on_collision)
+    code = pr.carry_out(plan, records=records, action=mode, command="sort", argv=pr.invocation("sort", paths),
+                        dry_run=dry_run, fmt=fmt)
+    raise typer.Exit(code)
+
+
+def _print_ranking(records: list, fmt: str) -> None:
+    from qualiclip_cli.core.selection import ranked
+
+    order = ranked(records)
+    out = sys.stdout
+    if fmt == "text":
+        width = len(str(len(order)))
+        for rank, rec in order:
+            out.write(f"{rank:>{width}}  {rec.score:.4f}  {pr.display_path(rec.path)}\n")
+    else:
+        rows = [{"rank": rank, "path": rec.path, "score": rec.score} for rank, rec in order]
+        if fmt == "jsonl":
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            json.dump(rows, out, ensure_ascii=False, indent=2)
+            out.write("\n")
+    out.flush()

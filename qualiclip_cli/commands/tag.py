@@ -1,0 +1,97 @@
+"""`qualiclip tag PATH…`: write star ratings and scores into XMP sidecars, merged, journaled, undoable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from qualiclip_cli.commands import options as opt
+from qualiclip_cli.commands import plan_render as pr
+from qualiclip_cli.commands.errors import handle_errors
+
+
+@handle_errors
+def tag(
+    paths: opt.PathsArg,
+    tiers: Annotated[
+        str, typer.Option("--tiers", help="Four increasing score thresholds between 1, 2, 3, 4 and 5 stars."),
+    ] = "0.2,0.4,0.6,0.8",
+    reject_below: Annotated[
+        Optional[float],
+        typer.Option("--reject-below", help="Rate photos scoring below this -1 (rejected) instead of giving stars."),
+    ] = None,
+    label: Annotated[
+        Optional[str], typer.Option("--label", help="Also set xmp:Label (e.g. a colour label) to this text."),
+    ] = None,
+    sidecar: Annotated[
+        str,
+        typer.Option("--sidecar", help="Sidecar naming: adobe (IMG_1.xmp: Lightroom, digiKam) or append (IMG_1.jpg.xmp: "
+                                       "darktable)."),
+    ] = "adobe",
+    dry_run: pr.DryRun = False,
+    fmt: pr.PlanFormat = "text",
+    recursive: opt.Recursive = True,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    hidden: opt.Hidden = False,
+    follow: opt.Follow = False,
+    max_side: opt.MaxSide = "1024",
+    jpeg_draft: opt.JpegDraft = True,
+    batch_size: opt.BatchSize = None,
+    device: opt.Device = "auto",
+    precision: opt.Precision = "auto",
+    workers: opt.Workers = None,
+    max_pixels: opt.MaxPixels = None,
+    no_cache: opt.NoCache = False,
+    rescore: opt.Rescore = False,
+    weights: opt.Weights = None,
+    offline: opt.Offline = False,
+) -> None:
+    """Write XMP sidecars: xmp:Rating stars from the score's tier (-1 = rejected with --reject-below), an
+    optional xmp:Label, and the score, sub-scores, weights hash and preprocessing in the qualiclip: namespace.
+
+    Existing sidecars are merged: everything else in them is kept. A sidecar that is not valid XMP is left
+    untouched and reported (exit 3). Every write is journaled (`qualiclip undo` restores the previous
+    sidecars). Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
+    """
+    from qualiclip_cli.commands.score import score_choices, summarise
+    from qualiclip_cli.core import xmp
+    from qualiclip_cli.core.curation import plan_tag
+    from qualiclip_cli.core.errors import UsageError
+
+    pr.check_format(fmt)
+    thresholds = pr.parse_tiers(tiers)
+    if sidecar not in xmp.SIDECAR_NAMINGS:
+        raise UsageError(f"--sidecar must be one of {', '.join(xmp.SIDECAR_NAMINGS)}, got {sidecar!r}")
+    xmp.rating_for(0.5, thresholds, reject_below)  # validates --reject-below before any scoring
+
+    choices = pr.scoring_choices(locals())
+    scoring = score_choices(choices)
+    summarise(scoring.records, scoring.elapsed)
+    plan = plan_tag(scoring.records, scoring.weights_sha256, scoring.identity, thresholds=thresholds,
+                    reject_below=reject_below, label=label, naming=sidecar)
+    predicted = _predict_failures(plan) if dry_run else {}
+    code = pr.carry_out(plan, records=scoring.records, action="write_sidecar", command="tag",
+                        argv=pr.invocation("tag", paths), dry_run=dry_run, fmt=fmt, predicted_failures=predicted)
+    raise typer.Exit(code)
+
+
+def _predict_failures(plan) -> dict[int, str]:
+    """For a dry run: the sidecars a real run could not merge (malformed, unreadable), found without writing."""
+    from qualiclip_cli.core import xmp
+    from qualiclip_cli.core.errors import CurationError
+
+    failures = {}
+    for index, op in enumerate(plan.operations):
+        sidecar = Path(op.destination)
+        if not sidecar.exists():
+            continue
+        try:
+            xmp.merge_sidecar(sidecar.read_bytes(), op.tags, where=str(sidecar))
+        except CurationError as exc:
+            failures[index] = " ".join(str(exc).split())
+        except OSError as exc:
+            failures[index] = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+    return failures

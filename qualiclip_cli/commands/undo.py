@@ -1,0 +1,69 @@
+"""`qualiclip undo [RUN_ID]`: put back what a cull, sort or tag run changed, verified by content hash."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from qualiclip_cli.commands import plan_render as pr
+from qualiclip_cli.commands.console import stderr
+from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
+
+
+@handle_errors
+def undo(
+    run_id: Annotated[
+        Optional[str],
+        typer.Argument(help="The run to undo, as listed by `qualiclip history`; default: the latest run not yet undone.",
+                       show_default=False),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="text, jsonl or json (index, action, path, status, message)."),
+    ] = "text",
+) -> None:
+    """Undo a run: every moved, copied, renamed or trashed file goes back where it was, sidecars get their
+    previous content back.
+
+    Each file is found by its SHA-256, so a file changed since the run, or a place now taken by another file,
+    is never overwritten: it is left where it is and reported (exit 3). A partially undone run can be undone
+    again. One line per operation on stdout, the summary on stderr.
+    """
+    from qualiclip_cli.core import curation, journal
+    from qualiclip_cli.core.errors import JournalError
+
+    pr.check_format(fmt)
+    if run_id is None:
+        run_id = journal.latest_run_id()
+        if run_id is None:
+            raise JournalError("nothing to undo: every run is undone already, or there is none (see qualiclip history)")
+    report = curation.undo(run_id)
+    items = list(reversed(report.items))  # plan order
+    out = sys.stdout
+    if fmt == "text":
+        for item in items:
+            out.write(f"{item.status:<13} {pr.display_path(item.path) if item.path else '?'}  ({item.message})\n")
+    else:
+        rows = [{"index": i.index, "action": i.action, "path": i.path, "status": i.status, "message": i.message}
+                for i in items]
+        if fmt == "jsonl":
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            json.dump(rows, out, ensure_ascii=False, indent=2)
+            out.write("\n")
+    out.flush()
+
+    console = stderr()
+    for item in report.problems:
+        console.print(f"qualiclip: warning: not restored: {item.path}: {item.message}", highlight=False, markup=False)
+    unchanged = sum(1 for i in report.items if i.status == "nothing_to_do")
+    summary = f"undo {run_id}: {len(report.restored)} restored"
+    if unchanged:
+        summary += f", {unchanged} needed nothing"
+    if report.problems:
+        summary += f", {len(report.problems)} could not be restored (left where they are; run undo again after fixing)"
+    console.print("qualiclip: " + summary, highlight=False, markup=False)
+    raise typer.Exit(EXIT_OK if report.complete else EXIT_PARTIAL)
