@@ -31,7 +31,7 @@ JpegDraft = Annotated[
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward pass [default: 1 on CPU, 16 on GPU].")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 Precision = Annotated[
-    str, typer.Option("--precision", help="auto, fp32, bf16 or fp16. auto: bf16 on GPUs and bf16-capable CPUs, fp32 with --max-side 0.")
+    str, typer.Option("--precision", help="auto, fp32, bf16 or fp16. auto: fp16 on CUDA GPUs, fp32 on the CPU and with --max-side 0.")
 ]
 Workers = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decode threads [default: min(4, CPUs)].")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the results cache.")]

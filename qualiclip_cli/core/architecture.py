@@ -179,11 +179,17 @@ class ModifiedResNet(nn.Module):
             setattr(self, f"layer{stage}", nn.Sequential(*stage_blocks))
         self.attnpool = AttentionPool(cfg.attnpool_tokens, cfg.embed_dim, cfg.heads, cfg.output_dim)
 
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.act2(self.bn2(self.conv2(x)))
         x = self.act3(self.bn3(self.conv3(x)))
-        x = self.avgpool(x)
+        return self.avgpool(x)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        # The stages may run in a lower precision than the stem (see model.prepare_for_inference).
+        stage_dtype = self.layer1[0].conv1.weight.dtype
+        x = x.to(stage_dtype) if x.dtype != stage_dtype else x
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
