@@ -430,3 +430,29 @@ def test_trash_and_undo_in_a_real_process(tmp_path, tiny_weights_file):
     assert undo.returncode == 0, undo.stderr
     assert snapshot(root, include_dirs=True) == before
     assert os.listdir(data_home / "Trash" / "files") == []
+
+
+def test_interrupted_cull_names_the_run_and_undo_restores(tmp_path, tiny_weights_file, monkeypatch):
+    from qualiclip_cli.core import fileops
+
+    root = _shoot(tmp_path / "work" / "shoot")
+    _scores(root, tiny_weights_file)
+    before = snapshot(root.parent, include_dirs=True)
+    real_move, calls = fileops.move_file, []
+
+    def move_then_ctrl_c(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_move(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(fileops, "move_file", move_then_ctrl_c)
+        result = cli("cull", root, "--below", "1", "-a", "move", weights=tiny_weights_file)
+    assert result.exit_code == 130
+    run_id = json.loads(cli("history", "--format", "jsonl").stdout.splitlines()[0])["run_id"]
+    assert f"interrupted; what was done is journaled: qualiclip undo {run_id}" in result.stderr
+    assert len(os.listdir(root / "_rejected")) == 1
+    undo = cli("undo")
+    assert undo.exit_code == 0, undo.stderr
+    assert snapshot(root.parent, include_dirs=True) == before

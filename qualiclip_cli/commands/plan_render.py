@@ -98,7 +98,7 @@ def display_path(path: os.PathLike | str) -> str:
     path = Path(path)
     try:
         return str(path.relative_to(os.getcwd()))
-    except ValueError:
+    except (ValueError, OSError):  # outside the current directory, or it no longer exists
         return str(path)
 
 
@@ -196,9 +196,9 @@ def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[
         try:
             run = curation.execute(plan, command=command, argv=argv)
         except KeyboardInterrupt:
-            latest = journal.latest_run_id()
-            if latest:
-                stderr().print(f"qualiclip: interrupted; what was done is journaled: qualiclip undo {latest}",
+            runs = journal.history()
+            if runs and runs[0].problem is None and not runs[0].finished:  # this run, cut short
+                stderr().print(f"qualiclip: interrupted; what was done is journaled: qualiclip undo {runs[0].run_id}",
                                highlight=False, markup=False)
             raise
         rows = _rows_of_run(run, scores)
