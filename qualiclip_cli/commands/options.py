@@ -28,12 +28,12 @@ JpegDraft = Annotated[
     bool,
     typer.Option("--jpeg-draft/--no-jpeg-draft", help="Decode JPEGs at reduced DCT scale when still >= the target size."),
 ]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward pass [default: 1 on CPU, 16 on GPU].")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward pass \\[default: 1 on CPU, 16 on GPU].")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 Precision = Annotated[
     str, typer.Option("--precision", help="auto, fp32, bf16 or fp16. auto: fp16 on CUDA GPUs, fp32 on the CPU and with --max-side 0.")
 ]
-Workers = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decode threads [default: min(4, CPUs)].")]
+Workers = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decode threads \\[default: min(4, CPUs)].")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the results cache.")]
 Rescore = Annotated[bool, typer.Option("--rescore", help="Ignore cached results (and refresh them).")]
 Weights = Annotated[
@@ -42,7 +42,7 @@ Weights = Annotated[
 Offline = Annotated[bool, typer.Option("--offline", help="Never touch the network (also QUALICLIP_OFFLINE=1).")]
 MaxPixels = Annotated[
     Optional[int],
-    typer.Option("--max-pixels", min=1, help="Refuse images above this many pixels as scored [default: 50,000,000 at native size]."),
+    typer.Option("--max-pixels", min=1, help="Refuse images above this many pixels as scored \\[default: 50,000,000 at native size]."),
 ]
 
 

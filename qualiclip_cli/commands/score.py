@@ -19,7 +19,7 @@ from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
 @handle_errors
 def score(
     paths: opt.PathsArg,
-    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="table, csv, jsonl or json [default: table on a terminal, jsonl otherwise, or from --output's extension].")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="table, csv, jsonl or json \\[default: table on a terminal, jsonl otherwise, or from --output's extension].")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
     details: Annotated[bool, typer.Option("--details", help="Include the 7 sub-scores (pair probabilities).")] = False,
     sort: Annotated[str, typer.Option("--sort", help="path, score (ascending) or -score (best first).")] = "path",

@@ -61,7 +61,7 @@ def path() -> None:
 @app.command()
 @handle_errors
 def verify(
-    file: Annotated[Path | None, typer.Argument(help="File to check [default: the installed one].", show_default=False)] = None,
+    file: Annotated[Path | None, typer.Argument(help="File to check \\[default: the installed one].", show_default=False)] = None,
 ) -> None:
     """Check a weights file: loads safely, has the QualiCLIP layout, and matches its pinned SHA-256."""
     from qualiclip_cli.core import weights as W
