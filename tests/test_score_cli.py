@@ -207,3 +207,37 @@ def test_concurrent_runs_share_the_cache(tmp_path, tiny_weights_file, isolated_h
     db = sqlite3.connect(isolated_home / "results.sqlite3")
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 6
+
+
+def test_nvjpeg_decoder_path_matches_pillow_and_falls_back(tmp_path, tiny_weights_file):
+    """The batched-JPEG decoder path (torchvision's libjpeg-turbo here, nvjpeg on CUDA) scores like Pillow,
+    caches under its own identity, and hands files it does not take (PNG, a broken JPEG) to Pillow."""
+    make_photo_dir(tmp_path / "p")
+    natural_image("camera", size=(100, 90)).save(tmp_path / "p" / "gray.png")
+    (tmp_path / "p" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    common = ["--format", "jsonl", "--weights", tiny_weights_file, "--no-jpeg-draft"]
+    pillow = run_cli("score", tmp_path / "p", "--decoder", "pillow", *common)
+    batched = run_cli("score", tmp_path / "p", "--decoder", "nvjpeg", *common)
+    assert pillow.exit_code == batched.exit_code == 3
+    a, b = _jsonl(pillow.stdout), _jsonl(batched.stdout)
+    assert [r["path"] for r in a] == [r["path"] for r in b]
+    assert [r["status"] for r in b] == ["ok"] * 4 + ["error", "ok"]  # IMG_0000..3, broken.jpg, gray.png
+    for x, y in zip(a, b):
+        assert (x["width"], x["height"]) == (y["width"], y["height"])
+        if x["status"] == "ok":
+            assert abs(x["score"] - y["score"]) < 1e-3
+    assert "from cache" not in batched.stderr  # another decoder is another scoring identity
+    assert run_cli("score", tmp_path / "p", "--decoder", "turbo", *common).exit_code == 2
+
+
+def test_batches_hold_equal_shapes_only_and_keep_scores(tmp_path, tiny_weights_file):
+    root = tmp_path / "p"
+    root.mkdir()
+    for i, name in enumerate(("astronaut", "coffee", "chelsea", "rocket", "camera")):
+        natural_image(name, size=(96, 72) if i % 2 else (64, 80)).save(root / f"{i}.png")
+    common = ["--format", "jsonl", "--no-cache", "--weights", tiny_weights_file, "--max-side", "0"]
+    one = _jsonl(run_cli("score", root, "--batch-size", "1", *common).stdout)
+    batched = _jsonl(run_cli("score", root, "--batch-size", "4", *common).stdout)
+    assert [r["path"] for r in one] == [r["path"] for r in batched] == sorted(r["path"] for r in one)
+    for x, y in zip(one, batched):
+        assert abs(x["score"] - y["score"]) < 1e-5 and (x["width"], x["height"]) == (y["width"], y["height"])

@@ -33,6 +33,11 @@ Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N o
 Precision = Annotated[
     str, typer.Option("--precision", help="auto, fp32, bf16 or fp16. auto: fp16 on CUDA GPUs, fp32 on the CPU and with --max-side 0.")
 ]
+Decoder = Annotated[
+    str,
+    typer.Option("--decoder", help="auto, pillow or nvjpeg. auto: batched JPEG decoding on the GPU (nvjpeg) with CUDA "
+                 "at a reduced size, Pillow otherwise."),
+]
 Workers = Annotated[Optional[int], typer.Option("--workers", min=1, help="Decode threads \\[default: min(4, CPUs)].")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the results cache.")]
 Rescore = Annotated[bool, typer.Option("--rescore", help="Ignore cached results (and refresh them).")]
@@ -82,6 +87,7 @@ class ScoringChoices:
     weights: Path | None = None
     offline: bool = False
     max_pixels: int | None = None
+    decoder: str = "auto"
 
     def score_options(self):
         from qualiclip_cli.core.scoring import ScoreOptions
@@ -89,7 +95,7 @@ class ScoringChoices:
         return ScoreOptions(
             max_side=parse_max_side(self.max_side), draft=self.jpeg_draft, batch_size=self.batch_size,
             device=self.device, precision=self.precision, workers=self.workers, use_cache=not self.no_cache,
-            rescore=self.rescore, max_pixels=self.max_pixels,
+            rescore=self.rescore, max_pixels=self.max_pixels, decoder=self.decoder,
         )
 
     def discovery(self) -> dict:

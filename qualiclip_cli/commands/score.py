@@ -34,6 +34,7 @@ def score(
     device: opt.Device = "auto",
     precision: opt.Precision = "auto",
     workers: opt.Workers = None,
+    decoder: opt.Decoder = "auto",
     max_pixels: opt.MaxPixels = None,
     no_cache: opt.NoCache = False,
     rescore: opt.Rescore = False,
@@ -54,6 +55,7 @@ def score(
         paths=paths, recursive=recursive, include=include, exclude=exclude, hidden=hidden, follow=follow,
         max_side=max_side, jpeg_draft=jpeg_draft, batch_size=batch_size, device=device, precision=precision,
         workers=workers, no_cache=no_cache, rescore=rescore, weights=weights, offline=offline, max_pixels=max_pixels,
+        decoder=decoder,
     )
     fmt = choose_format(fmt, output)
     records, elapsed = run_scoring(choices)
