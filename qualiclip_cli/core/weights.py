@@ -38,6 +38,9 @@ class WeightsSpec:
     # Exact shapes the file must have (a sample of keys that pins the architecture down); empty = any size.
     expected_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     url_env: str = "QUALICLIP_WEIGHTS_URL"  # lets users point at a mirror (and tests at 127.0.0.1)
+    # check(path, origin, spec) for files that are not QualiCLIP .pth files (e.g. a CLIP safetensors file used
+    # to start training); raises WeightsError. None: the QualiCLIP layout check (`validate_weights`).
+    check: Callable[[Path, str, "WeightsSpec"], None] | None = None
 
     @property
     def download_url(self) -> str:
@@ -169,6 +172,14 @@ def validate_weights(weights: dict, path: Path | str, spec: WeightsSpec | None =
         raise WeightsError(f"{path}: prompts_features contains NaN or infinite values")
 
 
+def check_weights_file(path: Path, origin: str, spec: WeightsSpec = QUALICLIP) -> None:
+    """Structural check of a downloaded or hand-placed file, in the spec's format."""
+    if spec.check is not None:
+        spec.check(Path(path), origin, spec)
+    else:
+        validate_weights(load_weights_dict(path), origin, spec)
+
+
 # --------------------------------------------------------------------------------------------- resolution
 
 def cached_weights_path(spec: WeightsSpec = QUALICLIP) -> Path:
@@ -211,7 +222,7 @@ def verify_recorded_hash(path: Path, spec: WeightsSpec = QUALICLIP) -> str:
     recorded = read_recorded_hash(path)
     if recorded is None:
         # Placed by hand: accept it once it is structurally valid, and pin it from now on.
-        validate_weights(load_weights_dict(path), path, spec)
+        check_weights_file(path, str(path), spec)
         record_hash(path, actual)
     elif recorded != actual:
         raise WeightsError(
@@ -303,7 +314,7 @@ def import_weights(source: Path | str, spec: WeightsSpec = QUALICLIP, force: boo
 
 def _install_checked(tmp: Path, dest: Path, spec: WeightsSpec, origin: str) -> None:
     try:
-        validate_weights(load_weights_dict(tmp), origin, spec)
+        check_weights_file(tmp, origin, spec)
     except WeightsError as exc:
         raise WeightsError(f"{exc}; nothing was installed") from None
     digest = sha256_file(tmp)
