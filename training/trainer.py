@@ -1,0 +1,335 @@
+"""The training loop (nanoGPT style: one readable function, no framework).
+
+    weights ─► trainable image encoder (our ModifiedResNet: exactly what `score` runs)
+    text encoder (frozen) ─► 14 prompt features T, computed once
+    each step: B pristine samples × 2 crops × L levels ─► normalised features f ─► s = f·Tᵀ (cosine)
+               ─► λ_c·L_cons + λ_p·L_pos + λ_n·L_neg ─► AdamW step (warm-up + cosine lr, clipped gradients)
+    every N steps: an atomic, resumable checkpoint; at the end: a weights file in the QualiCLIP layout.
+
+Runs on the CPU, one GPU (bf16/fp16 autocast), or several GPUs/nodes under `torchrun` (DDP; each process takes
+its slice of the global batch, so the result does not depend on the number of processes except through
+batch-norm statistics when those train).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qualiclip_cli.core.architecture import ModifiedResNet, VisualConfig
+from qualiclip_cli.core.errors import UsageError
+from qualiclip_cli.core.model import CLIP_PREFIX, PROMPTS_KEY
+from qualiclip_cli.core.prompts import CLIP_MEAN, CLIP_STD
+from training import distributed as D
+from training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, atomic_write_bytes, load_checkpoint, save_checkpoint, set_rng_state
+from training.config import TrainConfig
+from training.losses import LossWeights, qualiclip_loss
+
+WEIGHTS_NAME = "qualiclip-finetuned.pth"
+Event = Callable[..., None]  # on_event(kind, **data); kinds: "start", "step", "log", "checkpoint", "done"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    weights_path: Path
+    checkpoint_path: Path
+    steps: int
+    seconds: float
+    final: dict  # last logged losses
+    visual: nn.Module | None = None  # the trained image encoder (this process's copy)
+
+
+# ------------------------------------------------------------------------------------------- model
+
+class ImageEncoder(nn.Module):
+    """uint8 (or [0, 1] float) RGB crops → L2-normalised image features, through the scoring trunk and pool."""
+
+    def __init__(self, visual: ModifiedResNet):
+        super().__init__()
+        self.visual = visual
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        x = (x - self.mean) / self.std
+        return F.normalize(self.visual(x).float(), dim=-1)
+
+
+def build_visual(clip_sd: dict[str, torch.Tensor]) -> ModifiedResNet:
+    """A trainable fp32 ModifiedResNet with its own (cloned, writable) tensors."""
+    visual_sd = {k[len("visual."):]: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
+                 for k, v in clip_sd.items() if k.startswith("visual.")}
+    visual = ModifiedResNet(VisualConfig.from_state_dict(visual_sd, prefix=""))
+    visual.load_state_dict(visual_sd, strict=True)
+    # The QualiCLIP pool does not use the positional embedding: keep it (file layout) but never train it.
+    visual.attnpool.positional_embedding.requires_grad_(False)
+    return visual
+
+
+def freeze_bn_stats(module: nn.Module) -> None:
+    """Batch-norm layers to eval mode: running statistics used and left unchanged (affine params still train)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def resolve_bn_mode(requested: str, clip_sd: dict[str, torch.Tensor]) -> str:
+    """auto: train the statistics when the start is a random (never trained) encoder, else freeze them."""
+    if requested != "auto":
+        return requested
+    from training.init_weights import bn_stats_untrained
+
+    return "train" if bn_stats_untrained(clip_sd) else "frozen"
+
+
+def resolve_precision(requested: str, device: str) -> str:
+    kind = device.split(":")[0]
+    if requested == "auto":
+        if kind == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if requested == "fp16" and kind != "cuda":
+        raise UsageError("--precision fp16 needs a CUDA GPU; use fp32 (or bf16) on the CPU")
+    return requested
+
+
+def autocast(precision: str, device: str):
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+# ------------------------------------------------------------------------------------------- optimisation
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of (0-based) step: linear warm-up, then cosine decay to lr·min_lr_ratio (or constant)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    min_lr = cfg.lr * cfg.min_lr_ratio
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: str) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]  # conv and linear weights
+    no_decay = [p for p in params if p.dim() < 2]  # batch-norm affine and biases
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=device.startswith("cuda"))
+
+
+# ------------------------------------------------------------------------------------------- outputs
+
+def final_weights(clip_sd: dict[str, torch.Tensor], visual: ModifiedResNet, prompts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """QualiCLIP layout: every original CLIP tensor, the visual ones replaced by the trained (fp32) ones,
+    and prompts_features from the frozen text encoder."""
+    weights = {CLIP_PREFIX + k: v for k, v in clip_sd.items() if not k.startswith("visual.")}
+    for k, v in visual.state_dict().items():
+        weights[f"{CLIP_PREFIX}visual.{k}"] = v.detach().cpu().clone()
+    weights[PROMPTS_KEY] = prompts.detach().cpu().float().clone()
+    return weights
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    atomic_write_bytes(path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history).encode("utf-8"))
+
+
+# ------------------------------------------------------------------------------------------- the loop
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    offline: bool = False,
+    on_event: Event | None = None,
+    download_progress=None,
+    warn: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train (or continue) the run in cfg.out_dir. With resume=True the recorded config wins."""
+    from qualiclip_cli.core.runtime import pick_device
+    from training.dataset import DistortionPlan, PristinePairs, StepBatchSampler, find_pristine, make_loader
+    from training.init_weights import InitWeights, compute_prompt_features, load_init
+
+    out = Path(cfg.out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    state = None
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        cfg = TrainConfig.from_dict({**state["config"], "out_dir": str(out)})
+    elif ckpt_path.exists():
+        raise UsageError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
+    cfg.validate()
+    emit = on_event or (lambda kind, **data: None)
+
+    info = D.setup(pick_device(cfg.device))
+    try:
+        device = info.device
+        emit = emit if info.is_main else (lambda kind, **data: None)
+        precision = resolve_precision(cfg.precision, device)
+        torch.manual_seed(cfg.seed)
+        if device.startswith("cuda"):
+            torch.backends.cudnn.benchmark = True
+
+        # ----- starting weights (rank 0 first: it may download) and the frozen text side
+        def get_init() -> InitWeights:
+            if state is not None:
+                rec = state["init"]
+                init = load_init(rec["path"], offline=True)
+                if init.sha256 != rec["sha256"]:
+                    raise UsageError(f"{rec['path']}: the starting weights changed since the run began (SHA-256 differs)")
+                return InitWeights(init.clip_sd, rec["source"], init.path, init.sha256)
+            return load_init(cfg.init, offline=offline, progress=download_progress)
+
+        init = get_init() if info.is_main else None
+        D.barrier(info)
+        if init is None:
+            init = get_init()
+        prompts = compute_prompt_features(init.clip_sd).to(device)  # (14, D), fixed for the whole run
+        bn_mode = resolve_bn_mode(cfg.bn_stats, init.clip_sd)
+
+        # ----- model, optimizer
+        encoder = ImageEncoder(build_visual(init.clip_sd)).to(device)
+        if state is not None:
+            encoder.visual.load_state_dict(state["model"], strict=True)
+        if device.startswith("cuda"):
+            encoder = encoder.to(memory_format=torch.channels_last)
+        model: nn.Module = encoder
+        if info.enabled:
+            model = nn.parallel.DistributedDataParallel(
+                encoder, device_ids=[info.local_rank] if device.startswith("cuda") else None
+            )
+        optimizer = make_optimizer(encoder, cfg, device)
+        scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+        start_step = 0
+        history: list[dict] = []
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            start_step = int(state["step"])
+            history = list(state.get("loss_history") or [])
+
+        # ----- data: every batch is a pure function of (seed, step)
+        if state is not None:
+            files = [Path(p) for p in state["data_order"]["files"]]
+        else:
+            files = find_pristine(cfg.pristine, cfg.recursive, warn=warn if info.is_main else (lambda m: None))
+        if not files:
+            raise UsageError(f"no images found in {', '.join(map(str, cfg.pristine)) or '(no --pristine given)'}")
+        plan = DistortionPlan.from_keys(cfg.distortions, cfg.balanced, cfg.compose)
+        dataset = PristinePairs(
+            files, seed=cfg.seed, crop_size=cfg.crop_size, max_offset=cfg.max_offset, levels=cfg.levels, plan=plan,
+            max_side=cfg.max_side, warn=warn,
+        )
+        sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, info.rank, info.world_size)
+        workers = cfg.workers if cfg.workers is not None else min(8, max(1, (os.cpu_count() or 2) - 1))
+        loader = make_loader(dataset, sampler, workers, pin_memory=device.startswith("cuda"))
+        data_order = {"seed": cfg.seed, "files": [str(f) for f in files], "global_batch": cfg.batch_size,
+                      "rule": "sample g = step * global_batch + i; photo, distortion, crops from (seed, g)"}
+        loss_weights = LossWeights(cfg.margin, cfg.margin_cons, cfg.lambda_cons, cfg.lambda_pos, cfg.lambda_neg)
+
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            cfg.save(out / "config.json")
+
+        def checkpoint(step: int) -> None:
+            if info.is_main:
+                save_checkpoint(
+                    ckpt_path, step=step, model_state=encoder.visual.state_dict(),
+                    optimizer_state=optimizer.state_dict(), scaler_state=scaler.state_dict() if scaler.is_enabled() else None,
+                    config=cfg.to_dict(), data_order=data_order, init=init.describe(), loss_history=history,
+                )
+                _write_log(out / "log.jsonl", history)
+                emit("checkpoint", step=step, path=ckpt_path)
+            D.barrier(info)
+
+        emit("start", step=start_step, steps=cfg.steps, device=device, precision=precision, bn=bn_mode,
+             world_size=info.world_size, files=len(files), init=init.describe())
+
+        # ----- the loop
+        model.train()
+        if bn_mode == "frozen":
+            freeze_bn_stats(encoder)
+        levels = cfg.levels
+        trainable = [p for p in encoder.parameters() if p.requires_grad]
+        started = time.perf_counter()
+        window_loss = torch.zeros(4, device=device)
+        window_steps = 0
+        step = start_step
+        for step, batch in zip(range(start_step, cfg.steps), loader):
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = batch["images"].to(device, non_blocking=True)  # (b, 2, L, 3, S, S) uint8
+            b = images.shape[0]
+            flat = images.flatten(0, 2)
+            if device.startswith("cuda"):
+                flat = flat.contiguous(memory_format=torch.channels_last)
+            with autocast(precision, device):
+                features = model(flat)
+            sims = (features.float() @ prompts.T).view(b, 2, levels, -1)
+            loss, parts = qualiclip_loss(sims, loss_weights)
+
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+
+            done = step + 1
+            window_loss += torch.stack([loss.detach(), parts["cons"], parts["pos"], parts["neg"]])
+            window_steps += 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                mean = D.mean_over_ranks(window_loss / window_steps, info).tolist()
+                entry = {"step": done, "loss": mean[0], "cons": mean[1], "pos": mean[2], "neg": mean[3], "lr": lr,
+                         "elapsed_s": round(time.perf_counter() - started, 3)}
+                history.append(entry)
+                window_loss.zero_()
+                window_steps = 0
+                emit("log", **entry)
+            emit("step", step=done, steps=cfg.steps)
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                checkpoint(done)
+        seconds = time.perf_counter() - started
+
+        # ----- outputs
+        if bn_mode == "train":
+            D.broadcast_buffers(encoder, info)  # one set of running statistics (rank 0's) in the file
+        weights_path = out / WEIGHTS_NAME
+        if info.is_main:
+            from qualiclip_cli.core.weights import validate_weights
+
+            weights = final_weights(init.clip_sd, encoder.visual, prompts)
+            validate_weights(weights, weights_path)
+            atomic_torch_save(weights, weights_path)
+            summary = {
+                "steps": cfg.steps, "resumed_from": start_step if state is not None else None, "seconds": round(seconds, 2),
+                "seconds_per_step": round(seconds / max(1, cfg.steps - start_step), 4), "device": device,
+                "precision": precision, "world_size": info.world_size, "bn_stats": bn_mode, "init": init.describe(),
+                "images": len(files), "final": history[-1] if history else None,
+            }
+            atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+            emit("done", weights=weights_path, seconds=seconds, summary=summary)
+        D.barrier(info)
+        return TrainResult(out, weights_path, ckpt_path, cfg.steps, seconds, history[-1] if history else {}, encoder.visual)
+    finally:
+        D.cleanup(info)
