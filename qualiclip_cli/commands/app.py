@@ -6,10 +6,12 @@ import typer
 
 from qualiclip_cli import __version__
 from qualiclip_cli.commands import cull as cull_cmd
+from qualiclip_cli.commands import evaluate as evaluate_cmd
 from qualiclip_cli.commands import history as history_cmd
 from qualiclip_cli.commands import score as score_cmd
 from qualiclip_cli.commands import sort as sort_cmd
 from qualiclip_cli.commands import tag as tag_cmd
+from qualiclip_cli.commands import train as train_cmd
 from qualiclip_cli.commands import undo as undo_cmd
 from qualiclip_cli.commands import weights as weights_cmd
 
@@ -43,6 +45,8 @@ app.command("tag")(tag_cmd.tag)
 app.command("undo")(undo_cmd.undo)
 app.command("history")(history_cmd.history)
 app.add_typer(weights_cmd.app, name="weights")
+app.add_typer(train_cmd.app, name="train")
+app.command("evaluate")(evaluate_cmd.evaluate)
 
 
 def main() -> None:

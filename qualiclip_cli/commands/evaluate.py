@@ -1,0 +1,176 @@
+"""`qualiclip evaluate --mos FILE.csv | --synthetic DIR`: compare weights files side by side."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from qualiclip_cli.commands import options as opt
+from qualiclip_cli.commands.console import make_progress, stderr
+from qualiclip_cli.commands.errors import handle_errors
+
+OFFICIAL = ("official", "qualiclip", "default")
+FORMATS = ("table", "json", "csv")
+
+
+@handle_errors
+def evaluate(
+    mos: Annotated[Optional[Path], typer.Option("--mos", help="CSV with columns path,mos (paths relative to the CSV): SRCC and PLCC of the scores.", show_default=False)] = None,
+    synthetic: Annotated[Optional[list[Path]], typer.Option("--synthetic", help="Folder(s) of held-out clean photos: degrade them at 5 levels, report how well quality falls with the level.", show_default=False)] = None,
+    weights: Annotated[Optional[list[str]], typer.Option("--weights", help="Weights file to evaluate (repeatable; 'official' = the installed official weights) [default: official].", show_default=False)] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")] = "table",
+    max_side: opt.MaxSide = "1024",
+    jpeg_draft: opt.JpegDraft = True,
+    device: opt.Device = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="--mos only: auto, fp32, bf16 or fp16 (like score). --synthetic runs fp32.")] = "auto",
+    batch_size: opt.BatchSize = None,
+    crop_size: Annotated[int, typer.Option("--crop-size", help="--synthetic: crop side in px (as in training).")] = 224,
+    crops: Annotated[int, typer.Option("--crops", min=1, help="--synthetic: random crops per photo.")] = 2,
+    distortions: Annotated[Optional[str], typer.Option("--distortions", help="--synthetic: comma-separated types [default: all 24].")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="--synthetic: seed of the crops and degradations.")] = 0,
+    offline: opt.Offline = False,
+) -> None:
+    """Measure weights files: agreement with human ratings (--mos) or distortion sensitivity (--synthetic).
+
+    --mos prints SRCC (Spearman) and PLCC (Pearson, on the raw scores) per weights file.
+
+    --synthetic prints, per distortion group and overall, the Spearman correlation between quality and -level (1: a stronger degradation always looks worse; 0: blind), within each crop ("per crop", steady) and pooled over all crops (content mixes in). Use photos that were not used for training.
+    """
+    from qualiclip_cli.core.errors import UsageError
+
+    if (mos is None) == (not synthetic):
+        raise UsageError("give exactly one of --mos FILE.csv or --synthetic DIR")
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    choices = _resolve_weights(weights or ["official"], offline)
+    if mos is not None:
+        rows = _run_mos(mos, choices, max_side, jpeg_draft, device, precision, batch_size)
+    else:
+        keys = [d.strip() for d in distortions.split(",") if d.strip()] if distortions else None
+        rows = _run_synthetic(synthetic, choices, max_side, device, batch_size, crop_size, crops, keys, seed)
+    _print(rows, fmt, "mos" if mos is not None else "synthetic")
+
+
+def _resolve_weights(specs: list[str], offline: bool):
+    from qualiclip_cli.core.errors import UsageError
+    from training.evaluate import WeightsChoice
+
+    choices = []
+    for spec in specs:
+        if spec.strip().lower() in OFFICIAL:
+            from qualiclip_cli.commands.weights_progress import resolve_with_progress
+
+            choices.append(WeightsChoice("official", resolve_with_progress(None, offline).path))
+            continue
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--weights {spec}: no such file (or use 'official')")
+        choices.append(WeightsChoice(path.name, path))
+    labels = [c.label for c in choices]
+    if len(set(labels)) != len(labels):
+        choices = [WeightsChoice(c.label if c.label == "official" else str(c.path), c.path) for c in choices]
+    return choices
+
+
+def _run_mos(mos, choices, max_side, jpeg_draft, device, precision, batch_size) -> dict:
+    from qualiclip_cli.commands.options import parse_max_side
+    from qualiclip_cli.core.scoring import ScoreOptions
+    from training.evaluate import evaluate_mos, read_mos_csv
+
+    options = ScoreOptions(max_side=parse_max_side(max_side), draft=jpeg_draft, batch_size=batch_size, device=device,
+                           precision=precision, use_cache=False)
+    total = len(read_mos_csv(mos)) * len(choices)
+    with make_progress("Scoring", total) as progress:
+        def advance(n: int) -> None:
+            if progress.tasks:
+                progress.advance(progress.tasks[0].id, n)
+
+        results = evaluate_mos(mos, choices, options=options, warn=_warn, progress=advance)
+    return {"kind": "mos", "results": [r.to_dict() for r in results]}
+
+
+def _run_synthetic(paths, choices, max_side, device, batch_size, crop_size, crops, keys, seed) -> dict:
+    from qualiclip_cli.commands.options import parse_max_side
+    from qualiclip_cli.core.runtime import pick_device
+    from training.dataset import find_pristine
+    from training.evaluate import evaluate_synthetic
+
+    dev = pick_device(device)
+    count = len(find_pristine(paths, warn=lambda m: None))
+    with make_progress("Degrading and scoring", count) as progress:
+        def advance(n: int) -> None:
+            if progress.tasks:
+                progress.advance(progress.tasks[0].id, n)
+
+        results = evaluate_synthetic(
+            paths, choices, crop_size=crop_size, crops_per_image=crops, distortions=keys, seed=seed,
+            max_side=parse_max_side(max_side), device=dev, batch_size=batch_size or 32, warn=_warn, progress=advance,
+        )
+    return {"kind": "synthetic", "results": [r.to_dict() for r in results]}
+
+
+def _warn(message: str) -> None:
+    stderr().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------- output
+
+def _fmt(value: float) -> str:
+    return "n/a" if value != value else f"{value:.4f}"  # NaN check
+
+
+def _synthetic_rows(results: list[dict]) -> list[tuple[str, str, list[float]]]:
+    """(measure, group, [value per weights]) in display order: groups, then overall."""
+    groups = [g for g in results[0]["per_crop_srcc"] if g != "overall"] + ["overall"]
+    rows = []
+    for measure, key in (("per-crop SRCC", "per_crop_srcc"), ("pooled SRCC", "pooled_srcc")):
+        for group in groups:
+            rows.append((measure, group, [r[key][group] for r in results]))
+    return rows
+
+
+def _print(data: dict, fmt: str, kind: str) -> None:
+    results = data["results"]
+    if fmt == "json":
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    if fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        if kind == "mos":
+            writer.writerow(["weights", "n", "srcc", "plcc", "failed"])
+            for r in results:
+                writer.writerow([r["weights"], r["n"], r["srcc"], r["plcc"], r["failed"]])
+        else:
+            writer.writerow(["measure", "group"] + [r["weights"] for r in results])
+            for measure, group, values in _synthetic_rows(results):
+                writer.writerow([measure, group] + values)
+        return
+    from rich.table import Table
+
+    from qualiclip_cli.commands.console import stdout
+
+    if kind == "mos":
+        table = Table(title="Agreement with MOS")
+        for col in ("weights", "images", "SRCC", "PLCC", "unreadable"):
+            table.add_column(col, justify="left" if col == "weights" else "right")
+        for r in results:
+            table.add_row(r["weights"], str(r["n"]), _fmt(r["srcc"]), _fmt(r["plcc"]), str(r["failed"]))
+    else:
+        first = results[0]
+        table = Table(title=f"Quality vs degradation level (SRCC with -level; {first['images']} photos, {first['crops']} crops)")
+        table.add_column("measure")
+        table.add_column("group")
+        for r in results:
+            table.add_column(r["weights"], justify="right")
+        previous = None
+        for measure, group, values in _synthetic_rows(results):
+            table.add_row(measure if measure != previous else "", group, *[_fmt(v) for v in values],
+                          end_section=group == "overall")
+            previous = measure
+    stdout().print(table)

@@ -1,0 +1,215 @@
+"""`qualiclip train --pristine DIR` (self-supervised fine-tuning) and `qualiclip train preview`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from qualiclip_cli.commands.console import make_progress, progress_enabled, stderr
+from qualiclip_cli.commands.errors import handle_errors
+
+app = typer.Typer(
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+def _warn(message: str) -> None:
+    stderr().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+@app.callback(invoke_without_command=True)
+@handle_errors
+def train(
+    ctx: typer.Context,
+    pristine: Annotated[Optional[list[Path]], typer.Option("--pristine", help="Folder(s) or files of clean, undistorted photos (repeatable).", show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: config.json, checkpoint.pt, log.jsonl, qualiclip-finetuned.pth.")] = Path("qualiclip-run"),
+    init: Annotated[str, typer.Option("--init", help="Starting weights: 'qualiclip' (official, adapt to your photos), 'openai' (CLIP RN50, as in the paper) or a weights file.")] = "qualiclip",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per step over all processes (each gives 2 crops x L levels).")] = 16,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW). From a random model try 1e-3.")] = 1e-5,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", min=0, help="Linear warm-up steps.")] = 50,
+    schedule: Annotated[str, typer.Option("--schedule", help="cosine (decay to lr x --min-lr-ratio) or constant.")] = "cosine",
+    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Final learning rate as a fraction of --lr.")] = 0.1,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (conv/linear weights only).")] = 0.01,
+    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the global gradient norm to this (0: off).")] = 1.0,
+    crop_size: Annotated[int, typer.Option("--crop-size", help="Training crop side in px.")] = 224,
+    max_offset: Annotated[float, typer.Option("--max-offset", help="Second crop's offset, at most this fraction of a crop per axis.")] = 0.5,
+    levels: Annotated[int, typer.Option("--levels", help="Degradation levels per sample (L, 2..5).")] = 5,
+    distortions: Annotated[Optional[str], typer.Option("--distortions", help="Comma-separated distortion types [default: all 24; see `train preview`].")] = None,
+    compose: Annotated[int, typer.Option("--compose", min=1, help="Compose up to K types from distinct groups per sample.")] = 1,
+    balanced: Annotated[bool, typer.Option("--balanced/--uniform", help="Cycle through the types (each equally often) or draw uniformly.")] = True,
+    margin: Annotated[float, typer.Option("--margin", help="Ranking margin m of L_pos and L_neg.")] = 0.03,
+    margin_cons: Annotated[float, typer.Option("--margin-cons", help="Margin m_c of the consistency loss.")] = 0.01,
+    lambda_cons: Annotated[float, typer.Option("--lambda-cons", help="Weight of L_cons.")] = 1.0,
+    lambda_pos: Annotated[float, typer.Option("--lambda-pos", help="Weight of L_pos.")] = 1.0,
+    lambda_neg: Annotated[float, typer.Option("--lambda-neg", help="Weight of L_neg.")] = 1.0,
+    bn_stats: Annotated[str, typer.Option("--bn-stats", help="Batch-norm statistics: frozen, train, or auto (train only from a random, never-trained model).")] = "auto",
+    max_side: Annotated[int, typer.Option("--max-side", help="Downscale photos like `score` does before cropping (0: native resolution).")] = 1024,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk --pristine folders recursively.")] = True,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (under torchrun: one GPU per process).")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto (bf16/fp16 autocast on GPU, fp32 on CPU), fp32, bf16 or fp16.")] = "auto",
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Data-loading processes [default: min(8, CPUs - 1)].")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed: with the same photos and options, the same result.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Write the resumable checkpoint every N steps.")] = 100,
+    log_every: Annotated[int, typer.Option("--log-every", min=1, help="Average and log the loss every N steps.")] = 10,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint, with its recorded options.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (also QUALICLIP_OFFLINE=1).")] = False,
+) -> None:
+    """Fine-tune QualiCLIP's image encoder on your own clean photos (self-supervised, no ratings needed).
+
+    Each photo gives two overlapping crops, degraded at 5 increasing levels with the same distortion; the model learns to rank them (SPEC section 3). The result, OUT/qualiclip-finetuned.pth, is printed on stdout and loads with `qualiclip score --weights`.
+
+    Check it on held-out photos: `qualiclip evaluate --synthetic DIR --weights official --weights OUT/qualiclip-finetuned.pth`. Several GPUs or nodes: `torchrun --nproc_per_node N -m qualiclip_cli train ...`. See the distortions with `qualiclip train preview`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from qualiclip_cli.core.errors import UsageError
+    from training.config import TrainConfig
+
+    if not pristine and not resume:
+        raise UsageError("--pristine DIR is required (or --resume to continue the run in --out); see `qualiclip train --help`")
+    cfg = TrainConfig(
+        pristine=[str(p) for p in (pristine or [])], recursive=recursive, max_side=max_side, crop_size=crop_size,
+        max_offset=max_offset, levels=levels,
+        distortions=[d.strip() for d in distortions.split(",") if d.strip()] if distortions else None,
+        compose=compose, balanced=balanced, workers=workers, init=init, bn_stats=bn_stats, margin=margin,
+        margin_cons=margin_cons, lambda_cons=lambda_cons, lambda_pos=lambda_pos, lambda_neg=lambda_neg, steps=steps,
+        batch_size=batch_size, lr=lr, min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps, schedule=schedule,
+        weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, device=device, precision=precision,
+        checkpoint_every=checkpoint_every, log_every=log_every, out_dir=str(out),
+    )
+    result = run_training(cfg, resume=resume, offline=offline)
+    if result is not None:
+        typer.echo(str(result.weights_path))
+
+
+def run_training(cfg, resume: bool = False, offline: bool = False):
+    """Train with a Rich progress bar (loss in the description) on stderr; rank 0 reports."""
+    from training import distributed as D
+    from training.trainer import train
+
+    console = stderr()
+    show_bar = progress_enabled()
+    bar = None
+    task = None
+    last = {}
+
+    def on_event(kind: str, **data) -> None:
+        nonlocal bar, task
+        if kind == "start":
+            init = data["init"]
+            console.print(
+                f"Training from {init['source']} weights ({init['path']}) on {data['files']} photos: "
+                f"{data['device']}, {data['precision']}, batch-norm statistics {data['bn']}"
+                + (f", {data['world_size']} processes" if data["world_size"] > 1 else "")
+                + (f"; resuming at step {data['step']}" if data["step"] else ""),
+                highlight=False, soft_wrap=True,
+            )
+            bar = make_progress("Training", data["steps"])
+            bar.__enter__()
+            if bar.tasks:
+                task = bar.tasks[0].id
+                bar.update(task, completed=data["step"])
+        elif kind == "step" and bar is not None and task is not None:
+            bar.update(task, completed=data["step"])
+        elif kind == "log":
+            last.update(data)
+            text = (f"step {data['step']}: loss {data['loss']:.4f} (cons {data['cons']:.4f}, pos {data['pos']:.4f}, "
+                    f"neg {data['neg']:.4f}), lr {data['lr']:.2e}")
+            if bar is not None and task is not None:
+                bar.update(task, description=f"Training · loss {data['loss']:.4f}")
+            if not show_bar:
+                console.print(text, highlight=False)
+        elif kind == "checkpoint" and not show_bar:
+            console.print(f"checkpoint at step {data['step']}: {data['path']}", highlight=False)
+        elif kind == "done":
+            if bar is not None:
+                bar.__exit__(None, None, None)
+                bar = None
+            summary = data["summary"]
+            console.print(
+                f"qualiclip: trained to step {summary['steps']} in {summary['seconds']:.1f} s "
+                f"({summary['seconds_per_step']:.3f} s/step)"
+                + (f", final loss {last['loss']:.4f}" if last else "") + f"; weights: {data['weights']}",
+                highlight=False, soft_wrap=True,
+            )
+
+    download = _DownloadBar()
+    try:
+        result = train(cfg, resume=resume, offline=offline, on_event=on_event, warn=_warn, download_progress=download)
+    finally:
+        download.stop()
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    # Under torchrun only rank 0 prints the result path.
+    return result if not D.launched_distributed() or _rank() == 0 else None
+
+
+class _DownloadBar:
+    """Progress callback for a download of the starting weights (a bar on stderr when someone watches)."""
+
+    def __init__(self):
+        self.bar = None
+        self.task = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not progress_enabled():
+            return
+        if self.bar is None:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+            self.bar = Progress("Downloading starting weights", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                console=stderr(), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("download", total=total)
+        self.bar.update(self.task, completed=done)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+@app.command("preview")
+@handle_errors
+def preview(
+    pristine: Annotated[Path, typer.Option("--pristine", help="A photo, or a folder (its first photo is used; see --index).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("degradations.png"),
+    index: Annotated[int, typer.Option("--index", min=0, help="Which photo of the folder (in walk order).")] = 0,
+    crop_size: Annotated[int, typer.Option("--crop-size", help="Side of the centre crop, as in training.")] = 224,
+    tile: Annotated[Optional[int], typer.Option("--tile", min=16, help="Display size of each tile [default: the crop size].")] = None,
+    distortions: Annotated[Optional[str], typer.Option("--distortions", help="Comma-separated types [default: all 24].")] = None,
+    max_side: Annotated[int, typer.Option("--max-side", help="Downscale the photo like training does first (0: native).")] = 1024,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random parameters (noise, angles, signs).")] = 0,
+) -> None:
+    """Render one photo under every distortion type (rows) and level (columns) as a labelled PNG grid."""
+    from qualiclip_cli.core.errors import UsageError
+    from training.dataset import find_pristine, load_image
+    from training.preview import preview_crop, render_grid
+
+    files = find_pristine([pristine], warn=_warn)
+    if not files:
+        raise UsageError(f"no images found in {pristine}")
+    if index >= len(files):
+        raise UsageError(f"--index {index}: {pristine} holds only {len(files)} photo(s)")
+    from training.degradations import DISTORTIONS
+
+    keys = [d.strip() for d in distortions.split(",") if d.strip()] if distortions else None
+    if keys:
+        unknown = [k for k in keys if k not in DISTORTIONS]
+        if unknown:
+            raise UsageError(f"unknown distortion(s) {', '.join(unknown)}; known: {', '.join(DISTORTIONS)}")
+    image = load_image(files[index], max_side)
+    grid = render_grid(preview_crop(image, crop_size), keys, seed=seed, tile=tile)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    typer.echo(str(out))
+    stderr().print(f"{files[index]}: {grid.width}x{grid.height} px grid of {len(keys or DISTORTIONS)} distortions x 5 levels", highlight=False)
