@@ -20,8 +20,9 @@ def random_clip_weights(path: Path, width: int = 16, layers=(1, 1, 1, 1), embed:
     Batch-norm statistics keep their initial values (never trained), as in any freshly initialised model.
     In a freshly initialised text tower the end-of-text token's own embedding (plus its position) dominates the
     pooled output, so all 14 prompts come out nearly parallel (pos/neg cosines up to 0.999) and the positive and
-    negative losses pull against each other. Zeroing the start/end-of-text embeddings and the positional
-    embedding makes the features depend on the prompt words (pair cosines 0.2-0.9, like CLIP's); still random."""
+    negative losses partly pull against each other (training still works, with a loss about twice as high).
+    Zeroing the start/end-of-text embeddings and the positional embedding makes the features depend on the prompt
+    words (pair cosines 0.2-0.9, like CLIP's); the model is still random."""
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     from qualiclip_cli.core.text_tower import build_open_clip, prompt_features
