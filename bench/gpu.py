@@ -77,7 +77,7 @@ def model_ceiling(weights: Path) -> dict:
                                    ("fp16", 8, (3000, 4000)), ("fp32", 4, (3000, 4000))):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-        model = prepare_for_inference(load_qualiclip(weights), "cuda", precision, exact=False)
+        model = prepare_for_inference(load_qualiclip(weights), "cuda", precision)
         x = torch.randint(0, 256, (batch, 3, *size), dtype=torch.uint8, device="cuda").contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             for _ in range(3):
@@ -183,7 +183,7 @@ def gpu_vs_cpu(unique: list[Path], weights: Path) -> dict:
     ref, _ = reference_scores(weights, subset)  # CPU, fp32, reference loop
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    model = prepare_for_inference(load_qualiclip(weights), "cuda", "fp32", exact=True)
+    model = prepare_for_inference(load_qualiclip(weights), "cuda", "fp32")
     gpu = []
     with torch.inference_mode():
         for p in subset:

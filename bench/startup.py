@@ -33,7 +33,7 @@ from qualiclip_cli.core.decode import decode_image
 marks["import core"] = time.perf_counter()
 digest = W.sha256_file(sys.argv[1])
 marks["weights SHA-256"] = time.perf_counter()
-model = prepare_for_inference(load_qualiclip(sys.argv[1]), "cpu", "fp32", exact=False)
+model = prepare_for_inference(load_qualiclip(sys.argv[1]), "cpu", "fp32")
 marks["weights load + prepare"] = time.perf_counter()
 image = decode_image(sys.argv[2], 1024)
 marks["decode (draft) + resize"] = time.perf_counter()

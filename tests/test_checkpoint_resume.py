@@ -93,7 +93,7 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("training.checkpoint.os.replace", broken_replace)
+    monkeypatch.setattr("qualiclip_cli.core.atomic.os.replace", broken_replace)
     with pytest.raises(OSError):
         atomic_torch_save({"a": torch.zeros(2)}, path)
     monkeypatch.undo()

@@ -35,6 +35,9 @@ def test_every_command_has_help():
         for name in path:
             cmd = cmd.commands[name]
         assert (cmd.help or "").strip(), f"{' '.join(path)} has no help text"
+        for param in cmd.params:
+            # Rich would swallow an unescaped "[default: …]" as markup and show nothing.
+            assert "[default:" not in (getattr(param, "help", None) or "").replace("\\[default:", ""), (path, param.name)
 
 
 def test_importing_cli_does_not_import_torch():

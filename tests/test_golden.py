@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from qualiclip_cli.core.model import QualiCLIP, load_qualiclip, split_weights
+from qualiclip_cli.core.model import load_qualiclip, split_weights
 from qualiclip_cli.core.prompts import CLIP_MEAN, CLIP_STD, PROMPTS
 from qualiclip_cli.core.weights import load_weights_dict
 

@@ -1,10 +1,7 @@
 """Weights resolution, download (against 127.0.0.1), hash pinning, and refusal of bad files."""
 
 import dataclasses
-import io
 import os
-import pickle
-from pathlib import Path
 
 import pytest
 import torch

@@ -114,7 +114,7 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def save(self, path: Path) -> None:
-        from training.checkpoint import atomic_write_bytes
+        from qualiclip_cli.core.atomic import atomic_write_bytes
 
         atomic_write_bytes(Path(path), (self.to_json() + "\n").encode("utf-8"))
 

@@ -21,7 +21,7 @@ FORMATS = ("table", "json", "csv")
 def evaluate(
     mos: Annotated[Optional[Path], typer.Option("--mos", help="CSV with columns path,mos (paths relative to the CSV): SRCC and PLCC of the scores.", show_default=False)] = None,
     synthetic: Annotated[Optional[list[Path]], typer.Option("--synthetic", help="Folder(s) of held-out clean photos: degrade them at 5 levels, report how well quality falls with the level.", show_default=False)] = None,
-    weights: Annotated[Optional[list[str]], typer.Option("--weights", help="Weights file to evaluate (repeatable; 'official' = the installed official weights) [default: official].", show_default=False)] = None,
+    weights: Annotated[Optional[list[str]], typer.Option("--weights", help="Weights file to evaluate (repeatable; 'official' = the installed official weights) \\[default: official].", show_default=False)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")] = "table",
     max_side: opt.MaxSide = "1024",
     jpeg_draft: opt.JpegDraft = True,
@@ -30,7 +30,7 @@ def evaluate(
     batch_size: opt.BatchSize = None,
     crop_size: Annotated[int, typer.Option("--crop-size", help="--synthetic: crop side in px (as in training).")] = 224,
     crops: Annotated[int, typer.Option("--crops", min=1, help="--synthetic: random crops per photo.")] = 2,
-    distortions: Annotated[Optional[str], typer.Option("--distortions", help="--synthetic: comma-separated types [default: all 24].")] = None,
+    distortions: Annotated[Optional[str], typer.Option("--distortions", help="--synthetic: comma-separated types \\[default: all 24].")] = None,
     seed: Annotated[int, typer.Option("--seed", help="--synthetic: seed of the crops and degradations.")] = 0,
     offline: opt.Offline = False,
 ) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import unquote
 
+from qualiclip_cli.core.atomic import fsync_dir  # noqa: F401  (re-exported for journal/curation)
 from qualiclip_cli.core.errors import CurationError
 
 ON_COLLISION_CHOICES = ("number", "refuse")
@@ -101,20 +102,6 @@ def partial_path(destination: str | os.PathLike, token: str | None = None) -> Pa
     """Temporary name, in the destination's directory, for a copy being written there."""
     destination = Path(destination)
     return destination.with_name(f".{destination.name}.{token or secrets.token_hex(4)}{PARTIAL_SUFFIX}")
-
-
-def fsync_dir(directory: str | os.PathLike) -> None:
-    """Make a directory's entries durable (a no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def make_dirs(directory: str | os.PathLike) -> list[Path]:

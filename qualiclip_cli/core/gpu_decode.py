@@ -210,12 +210,12 @@ def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
 
 
 def _quiet_torchvision() -> None:
-    """torchvision ≥ 0.29 warns on every decode_jpeg call that its image I/O is deprecated; not for users."""
-    for f in warnings.filters:
-        if f[0] == "ignore" and getattr(f[1], "pattern", None) == _DEPRECATION:
-            return
-    warnings.filterwarnings("ignore", message=_DEPRECATION, category=DeprecationWarning)
+    """torchvision ≥ 0.29 warns on every decode_jpeg call that its image I/O is deprecated; not for users.
+
+    Called before every batch: `filterwarnings` moves an existing identical filter to the front, so ours
+    wins even over a catch-all filter installed after the first call (a caller's `simplefilter`)."""
     warnings.filterwarnings("ignore", message=_DEPRECATION, category=UserWarning)
+    warnings.filterwarnings("ignore", message=_DEPRECATION, category=DeprecationWarning)
 
 
 _NVJPEG_STATUS = {

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 from qualiclip_cli.core.errors import ImageError
 from qualiclip_cli.core.prompts import PAIR_NAMES
 from qualiclip_cli.core.records import ScoreRecord
-from qualiclip_cli.core.runtime import Runtime, make_runtime
+from qualiclip_cli.core.runtime import Runtime, make_runtime, reuse_freed_memory
 from qualiclip_cli.core.weights import ResolvedWeights
 
 DEFAULT_MAX_SIDE = 1024
@@ -92,14 +92,15 @@ class Scorer:
         self.runtime = make_runtime(options.device, options.precision, exact=options.max_side == 0)
         self.decoder = pick_decoder(options.decoder, self.runtime, options.max_side)
         self.identity = policy_identity(options, self.runtime, self.decoder)
-        self.exact = options.max_side == 0 and self.runtime.precision == "fp32"
+        if self.runtime.device_type == "cpu":
+            reuse_freed_memory()
         if self.runtime.device_type == "cuda":
             torch.backends.cudnn.benchmark = True
             # fp32 means fp32: TF32 tensor cores would round inputs to 10 mantissa bits.
             torch.backends.cudnn.allow_tf32 = self.runtime.precision != "fp32"
             torch.backends.cuda.matmul.allow_tf32 = self.runtime.precision != "fp32"
         self.model = prepare_for_inference(
-            load_qualiclip(weights.path), self.runtime.device, self.runtime.precision, exact=self.exact
+            load_qualiclip(weights.path), self.runtime.device, self.runtime.precision
         )
         on_cpu = self.runtime.device_type == "cpu"
         self.batch_size = options.batch_size or (1 if on_cpu else 16)

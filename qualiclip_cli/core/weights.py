@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from qualiclip_cli.core import paths
+from qualiclip_cli.core.atomic import atomic_write_text, fsync_dir
 from qualiclip_cli.core.errors import OfflineError, WeightsError
 
 # progress(done_bytes, total_bytes or None); called from the download loop.
@@ -101,7 +102,7 @@ def read_recorded_hash(weights_path: Path) -> str | None:
 
 
 def record_hash(weights_path: Path, sha256: str) -> None:
-    _atomic_write_text(hash_record_path(weights_path), f"{sha256}  {weights_path.name}\n")
+    atomic_write_text(hash_record_path(weights_path), f"{sha256}  {weights_path.name}\n")
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -319,38 +320,11 @@ def _install_checked(tmp: Path, dest: Path, spec: WeightsSpec, origin: str) -> N
         raise WeightsError(f"{exc}; nothing was installed") from None
     digest = sha256_file(tmp)
     os.replace(tmp, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     record_hash(dest, digest)
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
 
 def _first_line(exc: object) -> str:
     text = str(exc).strip().splitlines()
