@@ -19,6 +19,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, full_size_weights, make_photo, max_diff, run_cli  # noqa: E402
 
 RESULTS: dict = {}
+DEVICE = "cuda"  # --smoke runs every step on the CPU with tiny inputs, to check the script without a GPU
+PHOTO_SIZE = (4000, 3000)
+MODEL_SHAPES = (("fp16", 64, (768, 1024)), ("bf16", 64, (768, 1024)), ("fp32", 32, (768, 1024)),
+                ("fp16", 8, (3000, 4000)), ("fp32", 4, (3000, 4000)))
+
+
+def sync() -> None:
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak_memory() -> None:
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_gb() -> float:
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if DEVICE == "cuda" else float("nan")
 
 
 def log(msg: str) -> None:
@@ -52,7 +77,7 @@ def _make(args):
 
 def prepare(out: Path, n_photos: int, copies: int) -> tuple[Path, list[Path], Path]:
     src = out / "photos_12mp"
-    jobs = [(src / f"IMG_{i:04d}.jpg", (4000, 3000), i) for i in range(n_photos)]
+    jobs = [(src / f"IMG_{i:04d}.jpg", PHOTO_SIZE, i) for i in range(n_photos)]
     with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
         unique = list(pool.map(_make, jobs))
     many = out / "photos_12mp_many"
@@ -73,25 +98,22 @@ def model_ceiling(weights: Path) -> dict:
     from qualiclip_cli.core.model import load_qualiclip, prepare_for_inference
 
     res = {}
-    for precision, batch, size in (("fp16", 64, (768, 1024)), ("bf16", 64, (768, 1024)), ("fp32", 32, (768, 1024)),
-                                   ("fp16", 8, (3000, 4000)), ("fp32", 4, (3000, 4000))):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        model = prepare_for_inference(load_qualiclip(weights), "cuda", precision)
-        x = torch.randint(0, 256, (batch, 3, *size), dtype=torch.uint8, device="cuda").contiguous(memory_format=torch.channels_last)
+    for precision, batch, size in MODEL_SHAPES:
+        reset_peak_memory()
+        model = prepare_for_inference(load_qualiclip(weights), DEVICE, precision)
+        x = torch.randint(0, 256, (batch, 3, *size), dtype=torch.uint8, device=DEVICE).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             for _ in range(3):
                 model(x)
-            torch.cuda.synchronize()
+            sync()
             reps = 10 if size[0] < 1000 else 4
             start = time.perf_counter()
             for _ in range(reps):
                 model(x)
-            torch.cuda.synchronize()
+            sync()
         seconds = time.perf_counter() - start
         res[f"{precision} {size[1]}x{size[0]} batch {batch}"] = {
-            "images_per_s": round(batch * reps / seconds, 1),
-            "peak_gpu_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "images_per_s": round(batch * reps / seconds, 1), "peak_gpu_mem_gb": peak_memory_gb(),
         }
         del model, x
     return res
@@ -109,18 +131,17 @@ def decode_ceiling(photos: list[Path]) -> dict:
         list(pool.map(lambda p: decode_image(p, 1024), photos))
     res["pillow draft+resize, threads=cpus"] = round(len(photos) / (time.perf_counter() - start), 1)
     try:
-        import torch
-
         from qualiclip_cli.core import gpu_decode
 
         items = [gpu_decode.read_jpeg_bytes(p) for p in photos]
         for batch in (16, 64):
-            gpu_decode.decode_resize_batch(items[:batch], 1024, "cuda")
-            torch.cuda.synchronize()
+            pairs = [(p, j) for p, j in zip(photos, items)]
+            gpu_decode.decode_resize_batch(pairs[:batch], 1024, DEVICE)
+            sync()
             start = time.perf_counter()
-            for i in range(0, len(items), batch):
-                gpu_decode.decode_resize_batch(items[i:i + batch], 1024, "cuda")
-            torch.cuda.synchronize()
+            for i in range(0, len(pairs), batch):
+                gpu_decode.decode_resize_batch(pairs[i:i + batch], 1024, DEVICE)
+            sync()
             res[f"nvjpeg decode+resize, batch {batch} (bytes in memory)"] = round(len(items) / (time.perf_counter() - start), 1)
     except Exception as exc:
         res["nvjpeg"] = f"unavailable: {type(exc).__name__}: {exc}"
@@ -140,7 +161,7 @@ def cli(name, args, env):
 @section("end to end (qualiclip score)")
 def end_to_end(many: Path, unique: list[Path], weights: Path, out: Path) -> dict:
     env = {"QUALICLIP_HOME": str(out / "home"), "QUALICLIP_OFFLINE": "1"}
-    common = ["--format", "jsonl", "--no-cache", "--weights", str(weights), "--device", "cuda"]
+    common = ["--format", "jsonl", "--no-cache", "--weights", str(weights), "--device", DEVICE]
     res, runs = {}, {}
     native = out / "native_subset"
     native.mkdir(exist_ok=True)
@@ -148,7 +169,7 @@ def end_to_end(many: Path, unique: list[Path], weights: Path, out: Path) -> dict
         if not (native / p.name).exists():
             os.link(p, native / p.name)
     plans = [
-        ("default policy, auto precision", [many]),
+        ("default policy, auto precision", [many] + (["--decoder", "nvjpeg"] if DEVICE == "cpu" else [])),
         ("default policy, auto precision, --decoder pillow", [many, "--decoder", "pillow"]),
         ("default policy, fp32", [native, "--precision", "fp32"]),
         ("default policy, fp16", [native, "--precision", "fp16"]),
@@ -183,11 +204,11 @@ def gpu_vs_cpu(unique: list[Path], weights: Path) -> dict:
     ref, _ = reference_scores(weights, subset)  # CPU, fp32, reference loop
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    model = prepare_for_inference(load_qualiclip(weights), "cuda", "fp32")
+    model = prepare_for_inference(load_qualiclip(weights), DEVICE, "fp32")
     gpu = []
     with torch.inference_mode():
         for p in subset:
-            x = torch.from_numpy(decode_image(p, 0).pixels).permute(2, 0, 1)[None].cuda()
+            x = torch.from_numpy(decode_image(p, 0).pixels).permute(2, 0, 1)[None].to(DEVICE)
             gpu.append(float(model(x).scores[0]))
     return {"max |gpu fp32 - cpu reference|": max(abs(a - b) for a, b in zip(ref, gpu))}
 
@@ -204,7 +225,7 @@ def degradations_cuda() -> dict:
     worst = {}
     for key in D.DISTORTIONS:
         cpu = D.apply_distortion(key, image, 4, torch.Generator().manual_seed(2))
-        gpu = D.apply_distortion(key, image.cuda(), 4, torch.Generator().manual_seed(2))
+        gpu = D.apply_distortion(key, image.to(DEVICE), 4, torch.Generator().manual_seed(2))
         worst[key] = round(float((gpu.cpu() - cpu).abs().mean()), 5)
     return {"max mean |cuda - cpu| over types": max(worst.values()), "per type": worst}
 
@@ -214,14 +235,21 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--photos", type=int, default=48)
     ap.add_argument("--copies", type=int, default=8)
+    ap.add_argument("--smoke", action="store_true", help="check the script on the CPU with tiny inputs (no GPU)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 
-    if not torch.cuda.is_available():
-        print("no CUDA device: nothing to measure", file=sys.stderr)
+    global DEVICE, PHOTO_SIZE, MODEL_SHAPES
+    if args.smoke:
+        DEVICE, PHOTO_SIZE = "cpu", (640, 480)
+        MODEL_SHAPES = (("fp32", 1, (96, 128)),)
+        args.photos, args.copies = min(args.photos, 4), min(args.copies, 2)
+    elif not torch.cuda.is_available():
+        print("no CUDA device: nothing to measure (use --smoke to check the script on the CPU)", file=sys.stderr)
         return 1
-    RESULTS["device"] = {"name": torch.cuda.get_device_name(0), "torch": torch.__version__, "cpus": os.cpu_count()}
+    name = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu (smoke test)"
+    RESULTS["device"] = {"name": name, "torch": torch.__version__, "cpus": os.cpu_count()}
     log(f"device {RESULTS['device']}")
     many, unique, weights = prepare(args.out / "data", args.photos, args.copies)
     log("data ready")

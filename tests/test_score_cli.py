@@ -241,3 +241,13 @@ def test_batches_hold_equal_shapes_only_and_keep_scores(tmp_path, tiny_weights_f
     assert [r["path"] for r in one] == [r["path"] for r in batched] == sorted(r["path"] for r in one)
     for x, y in zip(one, batched):
         assert abs(x["score"] - y["score"]) < 1e-5 and (x["width"], x["height"]) == (y["width"], y["height"])
+
+
+def test_inline_decoding_gives_the_same_records(tmp_path, tiny_weights_file):
+    make_photo_dir(tmp_path / "p")
+    (tmp_path / "p" / "broken.jpg").write_bytes(b"\xff\xd8broken")
+    common = ["--format", "jsonl", "--no-cache", "--weights", tiny_weights_file]
+    threaded = run_cli("score", tmp_path / "p", "--workers", "3", *common)
+    inline = run_cli("score", tmp_path / "p", "--workers", "0", *common)
+    assert threaded.exit_code == inline.exit_code == 3
+    assert _jsonl(threaded.stdout) == _jsonl(inline.stdout)

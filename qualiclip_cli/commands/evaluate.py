@@ -24,7 +24,7 @@ def evaluate(
     weights: Annotated[Optional[list[str]], typer.Option("--weights", help="Weights file to evaluate (repeatable; 'official' = the installed official weights) \\[default: official].", show_default=False)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")] = "table",
     max_side: opt.MaxSide = "1024",
-    jpeg_draft: opt.JpegDraft = True,
+    jpeg_draft: opt.JpegDraft = False,
     device: opt.Device = "auto",
     precision: Annotated[str, typer.Option("--precision", help="--mos only: auto, fp32, bf16 or fp16 (like score). --synthetic runs fp32.")] = "auto",
     batch_size: opt.BatchSize = None,

@@ -38,7 +38,7 @@ def tag(
     hidden: opt.Hidden = False,
     follow: opt.Follow = False,
     max_side: opt.MaxSide = "1024",
-    jpeg_draft: opt.JpegDraft = True,
+    jpeg_draft: opt.JpegDraft = False,
     batch_size: opt.BatchSize = None,
     device: opt.Device = "auto",
     precision: opt.Precision = "auto",
