@@ -87,7 +87,7 @@ def main() -> int:
     import torch
 
     from qualiclip_cli.core.gpu_decode import (
-        JpegBytes, _decode, _quiet_torchvision, decode_resize_batch, read_jpeg_bytes,
+        JpegBytes, _decode, quiet_torchvision_io, decode_resize_batch, read_jpeg_bytes,
     )
 
     rows: list[tuple[str, str, str]] = []
@@ -106,7 +106,7 @@ def main() -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{len(files)} JPEGs, {sum(f.stat().st_size for f in files) / len(files) / 1e6:.2f} MB each on average; "
           f"device {name}; torch {torch.__version__}; max_side {args.max_side}; {args.threads} reading threads")
-    _quiet_torchvision()
+    quiet_torchvision_io()
 
     pool = ThreadPoolExecutor(args.threads)
     try:

@@ -161,7 +161,7 @@ def test_preview_grid(photos, tmp_path):
     from training.preview import HEADER_HEIGHT, LABEL_WIDTH, PAD
 
     assert grid.size == (LABEL_WIDTH + 6 * (64 + PAD), HEADER_HEIGHT + 3 * (64 + PAD))
-    pixels = torch.from_numpy(__import__("numpy").asarray(grid.convert("RGB"))).float()
+    pixels = torch.from_numpy(__import__("numpy").array(grid.convert("RGB"))).float()
     row = pixels[HEADER_HEIGHT : HEADER_HEIGHT + 64]  # the gaublur row: level 5 is blurrier than pristine
     tile = lambda c: row[:, LABEL_WIDTH + c * (64 + PAD) : LABEL_WIDTH + c * (64 + PAD) + 64]  # noqa: E731
     detail = lambda t: (t[1:] - t[:-1]).abs().mean()  # noqa: E731

@@ -209,7 +209,7 @@ def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
     return image
 
 
-def _quiet_torchvision() -> None:
+def quiet_torchvision_io() -> None:
     """torchvision ≥ 0.29 warns on every decode_jpeg call that its image I/O is deprecated; not for users.
 
     Called before every batch: `filterwarnings` moves an existing identical filter to the front, so ours
@@ -266,7 +266,7 @@ def decode_resize_batch(
     if max_side < 0:
         raise ValueError(f"max_side must be >= 0, got {max_side}")
     device = torch.device(device)
-    _quiet_torchvision()
+    quiet_torchvision_io()
     results: list[Union[torch.Tensor, ImageError, None]] = [None] * len(items)
     todo: list[int] = []
     targets: dict[int, tuple[int, int]] = {}  # index → (h, w) in the stored frame
