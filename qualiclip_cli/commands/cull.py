@@ -74,7 +74,7 @@ def cull(
     if to is not None and action not in ("move", "copy"):
         raise UsageError("--to only applies to --action move or copy")
 
-    choices = pr.scoring_choices(locals(), exclude=[QUARANTINE_DIRNAME])
+    choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
     scoring = score_choices(choices, skip_under=[to] if to is not None else [])
     summarise(scoring.records, scoring.elapsed)
     plan = plan_cull(scoring.records, criteria, action=action, roots=paths, quarantine_dir=to,

@@ -93,6 +93,16 @@ class ScoringChoices:
     max_pixels: int | None = None
     decoder: str = "auto"
 
+    @classmethod
+    def from_params(cls, values: dict, extra_exclude: tuple[str, ...] | list[str] = ()) -> "ScoringChoices":
+        """From a command's parameters (pass `locals()`: those named like the fields), plus exclude globs."""
+        from dataclasses import fields
+
+        kwargs = {f.name: values[f.name] for f in fields(cls) if f.name in values}
+        exclude = list(kwargs.get("exclude") or [])
+        kwargs["exclude"] = exclude + [e for e in extra_exclude if e not in exclude]
+        return cls(**kwargs)
+
     def score_options(self):
         from qualiclip_cli.core.scoring import ScoreOptions
 

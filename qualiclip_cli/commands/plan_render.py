@@ -270,15 +270,3 @@ def _summary(command: str, rows: list[Row], skipped: list[Row], dry_run: bool) -
         text += "; nothing was changed"
     return text
 
-
-def scoring_choices(values: Mapping[str, object], exclude: Sequence[str] = ()):
-    """ScoringChoices from a command's parameters (those named like its fields), plus extra exclude globs."""
-    from dataclasses import fields
-
-    from qualiclip_cli.commands.options import ScoringChoices
-
-    kwargs = {f.name: values[f.name] for f in fields(ScoringChoices) if f.name in values}
-    if exclude:
-        kwargs["exclude"] = list(kwargs.get("exclude") or []) + [e for e in exclude
-                                                                 if e not in (kwargs.get("exclude") or [])]
-    return ScoringChoices(**kwargs)

@@ -51,12 +51,7 @@ def score(
 
     if sort not in SORTS:
         raise UsageError(f"unknown sort {sort!r}; choose one of {', '.join(SORTS)}")
-    choices = opt.ScoringChoices(
-        paths=paths, recursive=recursive, include=include, exclude=exclude, hidden=hidden, follow=follow,
-        max_side=max_side, jpeg_draft=jpeg_draft, batch_size=batch_size, device=device, precision=precision,
-        workers=workers, no_cache=no_cache, rescore=rescore, weights=weights, offline=offline, max_pixels=max_pixels,
-        decoder=decoder,
-    )
+    choices = opt.ScoringChoices.from_params(locals())
     fmt = choose_format(fmt, output)
     records, elapsed = run_scoring(choices)
     records = sort_records(records, sort)

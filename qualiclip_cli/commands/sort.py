@@ -73,7 +73,7 @@ def sort(
         raise UsageError(f"{'--move' if move else '--tiers'} only applies with --into DIR")
     thresholds = pr.parse_tiers(tiers) if tiers is not None else None
 
-    choices = pr.scoring_choices(locals(), exclude=[QUARANTINE_DIRNAME])
+    choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
     scoring = score_choices(choices, skip_under=[into] if into is not None else [])
     summarise(scoring.records, scoring.elapsed)
     records = scoring.records

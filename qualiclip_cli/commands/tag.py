@@ -67,7 +67,7 @@ def tag(
         raise UsageError(f"--sidecar must be one of {', '.join(xmp.SIDECAR_NAMINGS)}, got {sidecar!r}")
     xmp.rating_for(0.5, thresholds, reject_below)  # validates --reject-below before any scoring
 
-    choices = pr.scoring_choices(locals())
+    choices = opt.ScoringChoices.from_params(locals())
     scoring = score_choices(choices)
     summarise(scoring.records, scoring.elapsed)
     plan = plan_tag(scoring.records, scoring.weights_sha256, scoring.identity, thresholds=thresholds,
