@@ -22,6 +22,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -174,6 +175,22 @@ def _place(old: Path, destination: Path, on_collision: str) -> Path:
             n += 1
 
 
+@contextmanager
+def _discard_on_failure(tmp: Path, message: str):
+    """On any failure inside the block remove `tmp` (our temporary file, never the user's) and re-raise;
+    an OSError becomes CurationError(message) with "{reason}" replaced by the OS's reason."""
+    try:
+        yield
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CurationError(message.replace("{reason}", str(exc.strerror or exc))) from exc
+        raise
+
+
 def _copy_verified(source: Path, partial: Path, expected_sha256: str) -> None:
     """Copy data, permission bits and times (shutil.copy2 semantics) to a new file `partial`, fsync it, and
     check its SHA-256. On any failure the partial file (ours) is removed and CurationError raised."""
@@ -183,7 +200,7 @@ def _copy_verified(source: Path, partial: Path, expected_sha256: str) -> None:
         raise CurationError(f"{partial}: a leftover partial copy is in the way; move it aside and retry") from None
     except OSError as exc:
         raise CurationError(f"{partial}: cannot create ({exc.strerror or exc})") from exc
-    try:
+    with _discard_on_failure(partial, f"{source}: copy failed ({{reason}}); original left in place"):
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out, _CHUNK)
             out.flush()
@@ -192,14 +209,6 @@ def _copy_verified(source: Path, partial: Path, expected_sha256: str) -> None:
         got = sha256_file(partial)
         if got != expected_sha256:
             raise CurationError(f"{source}: copy did not verify (SHA-256 mismatch); original left in place")
-    except BaseException as exc:
-        try:
-            os.unlink(partial)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise CurationError(f"{source}: copy failed ({exc.strerror or exc}); original left in place") from exc
-        raise
 
 
 def _check_source(source: Path) -> None:
@@ -259,16 +268,8 @@ def copy_file(source: str | os.PathLike, destination: str | os.PathLike, on_coll
 
 def _place_copy(source: Path, tmp: Path, destination: Path, on_collision: str, expected: str) -> Path:
     _copy_verified(source, tmp, expected)
-    try:
+    with _discard_on_failure(tmp, f"{source}: cannot place copy at {destination} ({{reason}})"):
         final = _place(tmp, destination, on_collision)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise CurationError(f"{source}: cannot place copy at {destination} ({exc.strerror or exc})") from exc
-        raise
     fsync_dir(destination.parent)
     return final
 
@@ -296,7 +297,7 @@ def write_file_atomic(path: str | os.PathLike, data: bytes, expected_sha256: str
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
     tmp = Path(tmp_name)
-    try:
+    with _discard_on_failure(tmp, f"{path}: cannot write ({{reason}})"):
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
@@ -313,14 +314,6 @@ def write_file_atomic(path: str | os.PathLike, data: bytes, expected_sha256: str
             shutil.copymode(path, tmp)
             os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise CurationError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-        raise
 
 
 def _umask() -> int:
