@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from typing import Annotated, Optional
 
 import typer
 
+from qualiclip_cli.core.records import write_rows
 from qualiclip_cli.commands.errors import handle_errors
 
 HISTORY_FORMATS = ("table", "jsonl", "json")
@@ -45,13 +45,7 @@ def history(
             return
         stdout().print(_table(runs))
         return
-    rows = [{**asdict(r), "state": state(r)} for r in runs]
-    if fmt == "jsonl":
-        for row in rows:
-            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-    else:
-        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
+    write_rows([{**asdict(r), "state": state(r)} for r in runs], fmt, sys.stdout)
     sys.stdout.flush()
 
 

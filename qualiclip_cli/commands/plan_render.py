@@ -14,7 +14,6 @@ sibling_of.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Annotated, Iterable, Mapping, Optional, Sequence
 import typer
 
 from qualiclip_cli.commands.console import stderr
+from qualiclip_cli.core.records import write_rows
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL
 
 PLAN_FORMATS = ("text", "jsonl", "json")
@@ -233,12 +233,8 @@ def _print_rows(rows: list[Row], skipped: list[Row], fmt: str) -> None:
     if fmt == "text":
         for row in rows:
             out.write(row.line() + "\n")
-    elif fmt == "jsonl":
-        for row in rows + skipped:
-            out.write(json.dumps(row.to_dict(), ensure_ascii=False) + "\n")
     else:
-        json.dump([row.to_dict() for row in rows + skipped], out, ensure_ascii=False, indent=2)
-        out.write("\n")
+        write_rows([row.to_dict() for row in rows + skipped], fmt, out)
     out.flush()
 
 

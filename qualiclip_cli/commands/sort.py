@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,6 +10,7 @@ import typer
 
 from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands import plan_render as pr
+from qualiclip_cli.core.records import write_rows
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
 
 
@@ -105,11 +105,5 @@ def _print_ranking(records: list, fmt: str) -> None:
         for rank, rec in order:
             out.write(f"{rank:>{width}}  {rec.score:.4f}  {pr.display_path(rec.path)}\n")
     else:
-        rows = [{"rank": rank, "path": rec.path, "score": rec.score} for rank, rec in order]
-        if fmt == "jsonl":
-            for row in rows:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            json.dump(rows, out, ensure_ascii=False, indent=2)
-            out.write("\n")
+        write_rows([{"rank": rank, "path": rec.path, "score": rec.score} for rank, rec in order], fmt, out)
     out.flush()

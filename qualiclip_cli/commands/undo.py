@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated, Optional
 
@@ -10,6 +9,7 @@ import typer
 
 from qualiclip_cli.commands import plan_render as pr
 from qualiclip_cli.commands.console import stderr
+from qualiclip_cli.core.records import write_rows
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
 
 
@@ -46,14 +46,8 @@ def undo(
         for item in items:
             out.write(f"{item.status:<13} {pr.display_path(item.path) if item.path else '?'}  ({item.message})\n")
     else:
-        rows = [{"index": i.index, "action": i.action, "path": i.path, "status": i.status, "message": i.message}
-                for i in items]
-        if fmt == "jsonl":
-            for row in rows:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            json.dump(rows, out, ensure_ascii=False, indent=2)
-            out.write("\n")
+        write_rows([{"index": i.index, "action": i.action, "path": i.path, "status": i.status, "message": i.message}
+                    for i in items], fmt, out)
     out.flush()
 
     console = stderr()

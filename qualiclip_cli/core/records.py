@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Iterable, TextIO
 
@@ -57,18 +56,24 @@ class ScoreRecord:
         return row
 
 
-def _finite(x: float | None) -> float | None:
-    return x if x is None or math.isfinite(x) else None
+def write_rows(rows: Iterable[dict], fmt: str, out: TextIO) -> None:
+    """The two JSON machine formats for any list of flat dicts: one object per line, or one indented list."""
+    if fmt == "jsonl":
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    elif fmt == "json":
+        json.dump(list(rows), out, ensure_ascii=False, indent=2)
+        out.write("\n")
+    else:
+        raise ValueError(f"unknown JSON format {fmt!r}")
 
 
 def write_jsonl(records: Iterable[ScoreRecord], out: TextIO, details: bool = False) -> None:
-    for rec in records:
-        out.write(json.dumps(rec.to_dict(details), ensure_ascii=False) + "\n")
+    write_rows((rec.to_dict(details) for rec in records), "jsonl", out)
 
 
 def write_json(records: Iterable[ScoreRecord], out: TextIO, details: bool = False) -> None:
-    json.dump([rec.to_dict(details) for rec in records], out, ensure_ascii=False, indent=2)
-    out.write("\n")
+    write_rows((rec.to_dict(details) for rec in records), "json", out)
 
 
 def csv_header(details: bool = False) -> list[str]:
