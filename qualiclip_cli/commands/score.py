@@ -53,7 +53,8 @@ def score(
         raise UsageError(f"unknown sort {sort!r}; choose one of {', '.join(SORTS)}")
     choices = opt.ScoringChoices.from_params(locals())
     fmt = choose_format(fmt, output)
-    records, elapsed = run_scoring(choices)
+    run = score_choices(choices)
+    records, elapsed = run.records, run.elapsed
     records = sort_records(records, sort)
     if output is not None:
         write_output_file(output, records, fmt, details)
@@ -63,12 +64,6 @@ def score(
     failed = sum(1 for r in records if not r.ok)
     summarise(records, elapsed)
     raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
-
-
-def run_scoring(choices: "opt.ScoringChoices") -> tuple[list, float]:
-    """Walk, resolve weights, score with a progress bar on stderr. Shared by score, cull, sort and tag."""
-    run = score_choices(choices)
-    return run.records, run.elapsed
 
 
 @dataclass
@@ -83,8 +78,8 @@ class ScoringRun:
 
 
 def score_choices(choices: "opt.ScoringChoices", skip_under: Sequence[Path] = ()) -> ScoringRun:
-    """`run_scoring` with the scorer's identity, for the curation commands. Files found under any folder in
-    `skip_under` (e.g. the quarantine) are left out before scoring."""
+    """Walk, resolve weights, score with a progress bar on stderr; shared by score, cull, sort and tag. Files
+    found under any folder in `skip_under` (e.g. the quarantine) are left out before scoring."""
     from qualiclip_cli.commands.weights_progress import resolve_with_progress
     from qualiclip_cli.core.discovery import find_images
     from qualiclip_cli.core.scoring import Scorer, open_cache

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from qualiclip_cli.core.errors import UsageError
@@ -19,15 +18,6 @@ class Runtime:
     @property
     def device_type(self) -> str:
         return self.device.split(":")[0]
-
-    def autocast(self):
-        """Autocast context for the forward pass (a no-op in fp32)."""
-        import torch
-
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device_type, dtype=dtype)
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -49,12 +39,12 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
-def pick_precision(requested: str, device: str, exact: bool = False) -> str:
+def pick_precision(requested: str, device: str) -> str:
     """Resolve `auto`. Reduced precision is the default only where bench/ shows its scores within 0.01 of
     fp32 at the same resolution (README, "Performance"). On the benchmark's batch-norm-calibrated random
     weights neither bf16 (0.10) nor fp16 (0.02, with the fp32 stem and pool of model.prepare_for_inference)
-    met that bar, so `auto` is fp32 on every device until a measurement shows otherwise (bench/gpu.sh
-    measures it on CUDA). `exact` (native resolution) is fp32 in any case.
+    met that bar, so `auto` is fp32 on every device (native resolution included) until a measurement shows
+    otherwise (bench/gpu.sh measures it on CUDA).
     """
     if requested not in PRECISIONS:
         raise UsageError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
@@ -63,9 +53,9 @@ def pick_precision(requested: str, device: str, exact: bool = False) -> str:
     return "fp32"
 
 
-def make_runtime(device: str = "auto", precision: str = "auto", exact: bool = False) -> Runtime:
+def make_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     dev = pick_device(device)
-    return Runtime(device=dev, precision=pick_precision(precision, dev, exact))
+    return Runtime(device=dev, precision=pick_precision(precision, dev))
 
 
 _ALLOCATOR_TUNED = False

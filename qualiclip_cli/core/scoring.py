@@ -89,7 +89,7 @@ class Scorer:
 
         self.weights = weights
         self.options = options
-        self.runtime = make_runtime(options.device, options.precision, exact=options.max_side == 0)
+        self.runtime = make_runtime(options.device, options.precision)
         self.decoder = pick_decoder(options.decoder, self.runtime, options.max_side)
         self.identity = policy_identity(options, self.runtime, self.decoder)
         if self.runtime.device_type == "cpu" and 0 < options.max_side <= 2048:
@@ -320,22 +320,3 @@ def open_cache(scorer: Scorer, enabled: bool = True):
     from qualiclip_cli.core.results_cache import ResultsCache
 
     return ResultsCache(results_cache_path(), scorer.weights.sha256, scorer.identity)
-
-
-def score_paths(
-    paths: Iterable[Path | str],
-    weights: ResolvedWeights,
-    options: ScoreOptions = ScoreOptions(),
-    discovery: dict | None = None,
-    on_record: Callable[[ScoreRecord], None] | None = None,
-) -> list[ScoreRecord]:
-    """Convenience for commands that need every record: walk, score (with cache), return the list."""
-    from qualiclip_cli.core.discovery import find_images
-
-    scorer = Scorer(weights, options)
-    cache = open_cache(scorer, options.use_cache)
-    try:
-        return list(scorer.score_files(find_images(list(paths), **(discovery or {})), cache, on_record))
-    finally:
-        if cache is not None:
-            cache.close()
