@@ -19,18 +19,12 @@ def download(
     force: Annotated[bool, typer.Option("--force", help="Download again even if a valid file is installed.")] = False,
 ) -> None:
     """Download the official weights into the cache dir (checked, then pinned by SHA-256)."""
-    from qualiclip_cli.commands.weights_progress import resolve_with_progress
+    from qualiclip_cli.commands.weights_progress import download_with_progress
     from qualiclip_cli.core import weights as W
 
     if W.offline_requested():
         raise W.OfflineError("offline mode is on (QUALICLIP_OFFLINE); unset it to download")
-    resolved = resolve_with_progress(None, False, force_download=force) if force else None
-    if resolved is None:
-        path = W.cached_weights_path()
-        if path.exists():
-            resolved = W.ResolvedWeights(path, W.verify_recorded_hash(path), "cache")
-        else:
-            resolved = resolve_with_progress(None, False, force_download=True)
+    resolved = download_with_progress(force=force)
     typer.echo(str(resolved.path))
     stderr().print(f"sha256 {resolved.sha256}  ({W.QUALICLIP.license})", highlight=False)
 

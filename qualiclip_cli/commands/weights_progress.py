@@ -1,17 +1,17 @@
-"""Resolve weights for a command, showing a download progress bar on stderr when one is needed."""
+"""Resolve or download weights for a command, with a download progress bar on stderr."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from qualiclip_cli.commands.console import progress_enabled, stderr
 
 
-def resolve_with_progress(explicit: Path | None, offline: bool, force_download: bool = False):
-    from qualiclip_cli.core import weights as W
-
-    bar = None
-    task = None
+@contextlib.contextmanager
+def _download_bar():
+    """Yields a progress callback for weights.download_weights; the bar appears only once bytes arrive."""
+    bar = task = None
 
     def on_progress(done: int, total: int | None) -> None:
         nonlocal bar, task
@@ -27,14 +27,30 @@ def resolve_with_progress(explicit: Path | None, offline: bool, force_download: 
         bar.update(task, completed=done)
 
     try:
-        if force_download:
-            path = W.download_weights(progress=on_progress, force=True)
-            return W.ResolvedWeights(path, W.read_recorded_hash(path) or W.sha256_file(path), "download")
-        needs_download = not explicit and not W.os.environ.get("QUALICLIP_WEIGHTS") and not W.cached_weights_path().exists()
-        if needs_download and not W.offline_requested(offline):
-            stderr().print(f"Weights not found in {W.cached_weights_path().parent}; downloading {W.QUALICLIP.download_url}",
-                           highlight=False)
-        return W.resolve_weights(explicit, offline, progress=on_progress)
+        yield on_progress
     finally:
         if bar is not None:
             bar.stop()
+
+
+def resolve_with_progress(explicit: Path | None, offline: bool):
+    """weights.resolve_weights, saying on stderr when it is about to download."""
+    import os
+
+    from qualiclip_cli.core import weights as W
+
+    needs_download = not explicit and not os.environ.get("QUALICLIP_WEIGHTS") and not W.cached_weights_path().exists()
+    if needs_download and not W.offline_requested(offline):
+        stderr().print(f"Weights not found in {W.cached_weights_path().parent}; downloading {W.QUALICLIP.download_url}",
+                       highlight=False)
+    with _download_bar() as on_progress:
+        return W.resolve_weights(explicit, offline, progress=on_progress)
+
+
+def download_with_progress(force: bool = False):
+    """weights.download_weights (an installed, verified file is kept unless force) → ResolvedWeights."""
+    from qualiclip_cli.core import weights as W
+
+    with _download_bar() as on_progress:
+        path = W.download_weights(progress=on_progress, force=force)
+    return W.ResolvedWeights(path, W.read_recorded_hash(path) or W.sha256_file(path), "download")
