@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,8 @@ class QualiCLIP(nn.Module):
         self.register_buffer("prompts_features", prompts_features.float().clone(), persistent=False)
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        # Set by prepare_for_inference where a faster equivalent of visual.trunk exists (fused_trunk).
+        self.fast_trunk: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
     def from_weights(cls, weights: dict[str, torch.Tensor]) -> "QualiCLIP":
@@ -76,7 +79,8 @@ class QualiCLIP(nn.Module):
             raise ValueError(f"image of {images.shape[-1]}x{images.shape[-2]} px is smaller than {MIN_SIDE}x{MIN_SIDE}")
         x = self.normalise(images)
         trunk_dtype = self.visual.conv1.weight.dtype
-        feature_map = self.visual.trunk(x.to(trunk_dtype) if x.dtype != trunk_dtype else x)
+        trunk = self.fast_trunk or self.visual.trunk
+        feature_map = trunk(x.to(trunk_dtype) if x.dtype != trunk_dtype else x)
         # The pool and head stay in fp32 whatever the trunk runs in: they are cheap and set the score's precision.
         pool_dtype = self.visual.attnpool.c_proj.weight.dtype
         return F.normalize(self.visual.attnpool(feature_map.to(pool_dtype)).float(), dim=-1)
@@ -128,11 +132,17 @@ def prepare_for_inference(model: QualiCLIP, device: str, precision: str) -> Qual
     """Move to the device and pick the fastest layout: channels-last, BN folded into the convolutions, and for reduced
     precision the four residual stages' weights in bf16/fp16 (faster than autocast, which re-casts weights on
     every call). The stem and the pool stay fp32: quantising the normalised input to bf16 alone moves scores as
-    much as ±1 grey level of noise, and both are a small share of the work."""
+    much as ±1 grey level of noise, and both are a small share of the work. On the CPU the trunk then runs with
+    ReLU and residual adds fused into the convolutions where PyTorch's oneDNN allows it (`fused_trunk`)."""
     model = model.to(device)
     fold_batchnorm(model.visual)
     if precision in ("bf16", "fp16"):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         for name in ("layer1", "layer2", "layer3", "layer4"):
             getattr(model.visual, name).to(dtype)
-    return model.to(memory_format=torch.channels_last).eval()
+    model = model.to(memory_format=torch.channels_last).eval()
+    if model.visual.conv1.weight.device.type == "cpu":
+        from qualiclip_cli.core.fused_trunk import build_fused_trunk
+
+        model.fast_trunk = build_fused_trunk(model.visual)
+    return model
