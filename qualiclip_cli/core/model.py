@@ -109,8 +109,9 @@ def fold_batchnorm(visual: ModifiedResNet) -> ModifiedResNet:
     """
     def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         scale = bn.weight.float() / torch.sqrt(bn.running_var.float() + bn.eps)
+        # Built on the meta device: a real one would draw (and throw away) random weights, 0.25 s for RN50.
         fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                          bias=True, device=conv.weight.device)
+                          bias=True, device="meta")
         fused.weight = nn.Parameter((conv.weight.float() * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype), requires_grad=False)
         fused.bias = nn.Parameter((bn.bias.float() - bn.running_mean.float() * scale).to(conv.weight.dtype), requires_grad=False)
         return fused
