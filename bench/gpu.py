@@ -129,7 +129,7 @@ def decode_ceiling(photos: list[Path]) -> dict:
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         list(pool.map(lambda p: decode_image(p, 1024), photos))
-    res["pillow draft+resize, threads=cpus"] = round(len(photos) / (time.perf_counter() - start), 1)
+    res["pillow decode+resize, threads=cpus"] = round(len(photos) / (time.perf_counter() - start), 1)
     try:
         from qualiclip_cli.core import gpu_decode
 

@@ -441,9 +441,11 @@ def test_max_pixels_and_jpeg_draft_allowance(tmp_path, astronaut, monkeypatch):
     assert (d.width, d.height) == (512, 384)
     # The hard limit follows the same rule: a JPEG is judged by its DCT-scaled size.
     monkeypatch.setattr(decode_mod, "DECODE_PIXEL_LIMIT", 500_000)
-    assert decode_image(p, 256).width == 256  # 1/4 scale: 500×375
+    assert decode_image(p, 256, draft=True).width == 256  # 1/4 scale: 500×375
     with pytest.raises(ImageError, match=r"1000×750 px \(0.8 MP\) even at 1/2 JPEG scale, above the 0.5 MP decode"):
-        decode_image(p, 1000)
+        decode_image(p, 1000, draft=True)
+    with pytest.raises(ImageError, match="decode limit"):
+        decode_image(p, 256)  # draft is off by default: judged (and decoded) at full size
     with pytest.raises(ImageError, match="decode limit"):
         decode_image(p, 0)
 

@@ -103,7 +103,7 @@ def resize_bicubic(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
 
 
-def policy_identity(max_side: int, draft: bool = True) -> str:
+def policy_identity(max_side: int, draft: bool = False) -> str:
     """A short stable string naming the preprocessing, stored with every score (SPEC §2)."""
     if max_side < 0:
         raise ValueError(f"max_side must be >= 0, got {max_side}")
@@ -288,7 +288,7 @@ def decode_image(
     path: str | os.PathLike[str],
     max_side: int,
     *,
-    draft: bool = True,
+    draft: bool = False,
     max_pixels: int | None = None,
 ) -> DecodedImage:
     """Decode ``path`` under the product's preprocessing policy (module docstring).
