@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -93,6 +94,22 @@ def main() -> int:
     fp16 = run_cli("default fp16 12 MP", ["score", out / "photos_12mp", "--precision", "fp16", *common], env)
     steady = {run.name: row(run.name, n12, run.seconds, run.peak_rss_mb, "CLI, end to end")
               for run in (default_auto, default_fp32, draft, bf16, fp16)}
+    # A shoot-sized folder (each photo copied 3 times; no cache) for an end-to-end rate where the one-off
+    # start-up weighs what it does in real use, not a third of the run as with 12 photos. Copies, not hard
+    # links: the walk visits each file (inode) once.
+    shoot_dir = out / "photos_12mp_shoot"
+    shoot_dir.mkdir(exist_ok=True)
+    for copy in range(3):
+        for p in photos12:
+            dest = shoot_dir / f"{p.stem}_{copy}{p.suffix}"
+            if not dest.exists() or dest.stat().st_size != p.stat().st_size:
+                shutil.copyfile(p, dest)
+    n_shoot = 3 * n12
+    log(f"default policy, {n_shoot} photos end to end …")
+    shoot = run_cli(f"default, {n_shoot} × 12 MP end to end", ["score", shoot_dir, *common], env)
+    if len(shoot.records) != n_shoot:
+        raise SystemExit(f"the shoot run scored {len(shoot.records)} photos, expected {n_shoot}")
+    row(shoot.name, n_shoot, shoot.seconds, shoot.peak_rss_mb, "CLI, end to end")
     one = run_cli("score one.jpg", ["score", photos12[0], *common], env)
     row(one.name, 1, one.seconds, one.peak_rss_mb, "one 12 MP photo, default policy, wall time", cli=False)
 
@@ -129,6 +146,8 @@ def main() -> int:
         "default_auto_speedup_12mp_end_to_end": ref12_s / (default_auto.seconds / n12),
         "default_auto_speedup_12mp_steady": ref12_s / steady[default_auto.name],
         "default_auto_images_per_s_end_to_end": n12 / default_auto.seconds,
+        "default_shoot_speedup_12mp_end_to_end": ref12_s / (shoot.seconds / n_shoot),
+        "default_shoot_images_per_s_end_to_end": n_shoot / shoot.seconds,
         "default_auto_images_per_s_steady": 1 / steady[default_auto.name],
         "default_fp32_images_per_s_steady": 1 / steady[default_fp32.name],
         "default_bf16_images_per_s_steady": 1 / steady[bf16.name],
@@ -152,7 +171,8 @@ def main() -> int:
         "huge_200mp_error": (huge_run.records[0]["error"] if huge_run.records else huge_run.stderr.strip()[-300:]),
         "huge_200mp_peak_rss_mb": huge_run.peak_rss_mb,
     }
-    runs_ok = all(r.returncode == 0 for r in (same3, same12, default_auto, default_fp32, draft, bf16, fp16, one, mem200, mem2000))
+    runs_ok = all(r.returncode == 0 for r in (same3, same12, default_auto, default_fp32, draft, bf16, fp16, shoot, one,
+                                              mem200, mem2000))
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
         "rows": rows, "ratios": ratios, "score_differences": diffs, "memory": memory, "all_runs_ok": runs_ok,
