@@ -123,6 +123,46 @@ def test_swapped_cached_file_is_refused(tiny_bytes, tiny_spec, isolated_home, mo
         W.resolve_weights(spec=tiny_spec)
 
 
+def test_background_hash_is_the_same_digest(tiny_weights_file):
+    resolved = W.resolve_weights(tiny_weights_file, hash_in_background=True)
+    assert resolved.source == "argument"
+    assert resolved.sha256 == W.sha256_file(tiny_weights_file)
+
+
+def test_background_verification_fails_when_the_digest_is_read(tiny_bytes, tiny_spec, isolated_home, monkeypatch):
+    from qualiclip_cli.core.scoring import ScoreOptions, Scorer
+    from tiny_weights import write_tiny_weights
+
+    with FileServer() as server:
+        _serve(server, tiny_bytes, monkeypatch)
+        path = W.download_weights(spec=tiny_spec)
+    write_tiny_weights(path, seed=7)  # loads fine: only the hash tells it from the installed file
+    resolved = W.resolve_weights(spec=tiny_spec, hash_in_background=True)  # returns while hashing
+    with pytest.raises(WeightsError, match="corrupted or replaced"):
+        resolved.sha256
+    with pytest.raises(WeightsError, match="corrupted or replaced"):  # the Scorer reads it before scoring
+        Scorer(W.resolve_weights(spec=tiny_spec, hash_in_background=True), ScoreOptions(use_cache=False))
+
+
+def test_score_refuses_a_replaced_cached_file(tiny_bytes, tiny_spec, isolated_home, monkeypatch, tmp_path):
+    from PIL import Image
+
+    from cli_support import run_cli
+
+    with FileServer() as server:
+        _serve(server, tiny_bytes, monkeypatch)
+        path = W.download_weights(spec=tiny_spec)
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # inside the zip's central directory: the file no longer loads either
+    path.write_bytes(bytes(data))
+    image = tmp_path / "a.png"
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(image)
+    result = run_cli("score", image, "--format", "jsonl", "--offline")
+    assert result.exit_code == 1, result.stderr
+    assert "corrupted or replaced" in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout.strip() == ""
+
+
 def test_wrong_shape_download_is_refused(tiny_bytes, isolated_home, monkeypatch):
     with FileServer() as server:
         _serve(server, tiny_bytes, monkeypatch)

@@ -89,7 +89,8 @@ def score_choices(choices: "opt.ScoringChoices", skip_under: Sequence[Path] = ()
     if skip_under:
         skip = [Path(os.path.abspath(d)) for d in skip_under]
         found = [f for f in found if not any(_inside(Path(os.path.abspath(f.path)), d) for d in skip)]
-    resolved = resolve_with_progress(choices.weights, choices.offline)
+    # The weights hash runs while the Scorer loads the file; the Scorer waits for it before scoring anything.
+    resolved = resolve_with_progress(choices.weights, choices.offline, hash_in_background=True)
     start = time.perf_counter()
     scorer = Scorer(resolved, options)
     cache = open_cache(scorer, options.use_cache)

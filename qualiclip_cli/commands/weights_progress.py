@@ -33,7 +33,7 @@ def _download_bar():
             bar.stop()
 
 
-def resolve_with_progress(explicit: Path | None, offline: bool):
+def resolve_with_progress(explicit: Path | None, offline: bool, hash_in_background: bool = False):
     """weights.resolve_weights, saying on stderr when it is about to download."""
     import os
 
@@ -44,7 +44,7 @@ def resolve_with_progress(explicit: Path | None, offline: bool):
         stderr().print(f"Weights not found in {W.cached_weights_path().parent}; downloading {W.QUALICLIP.download_url}",
                        highlight=False)
     with _download_bar() as on_progress:
-        return W.resolve_weights(explicit, offline, progress=on_progress)
+        return W.resolve_weights(explicit, offline, progress=on_progress, hash_in_background=hash_in_background)
 
 
 def download_with_progress(force: bool = False):

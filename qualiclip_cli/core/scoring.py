@@ -100,9 +100,16 @@ class Scorer:
             # fp32 means fp32: TF32 tensor cores would round inputs to 10 mantissa bits.
             torch.backends.cudnn.allow_tf32 = self.runtime.precision != "fp32"
             torch.backends.cuda.matmul.allow_tf32 = self.runtime.precision != "fp32"
-        self.model = prepare_for_inference(
-            load_qualiclip(weights.path), self.runtime.device, self.runtime.precision
-        )
+        # The weights hash may be computing in a thread meanwhile (resolve_weights(hash_in_background=True)).
+        # Reading it waits for it and raises its verification's WeightsError: a file that fails the check is
+        # reported as such, not by how it fails to load, and nothing is scored with an unverified file.
+        try:
+            model = load_qualiclip(weights.path)
+        except Exception:
+            weights.sha256
+            raise
+        weights.sha256
+        self.model = prepare_for_inference(model, self.runtime.device, self.runtime.precision)
         on_cpu = self.runtime.device_type == "cpu"
         self.batch_size = options.batch_size or (1 if on_cpu else 16)
         if options.workers is not None:

@@ -12,7 +12,9 @@ import hashlib
 import os
 import pickle
 import tempfile
+import threading
 import zipfile
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -74,9 +76,34 @@ QUALICLIP = WeightsSpec(
 
 @dataclass(frozen=True)
 class ResolvedWeights:
+    """A weights file to load, its SHA-256 and where it was found.
+
+    With ``resolve_weights(..., hash_in_background=True)`` the hash (and, for the cache, its check against the
+    recorded one) is still running in a thread while the caller loads the file: reading `sha256` waits for it
+    and raises its WeightsError, so read it before trusting anything computed from the file.
+    """
+
     path: Path
-    sha256: str
+    _sha256: str | Future  # the digest, or a Future of it
     source: str  # "argument", "environment", "cache", "download"
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.result() if isinstance(self._sha256, Future) else self._sha256
+
+
+def _in_background(fn: Callable[..., str], *args) -> Future:
+    """Run ``fn(*args)`` in a daemon thread (hashlib releases the GIL: it overlaps a torch.load of the file)."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # delivered to whoever reads the digest
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="weights-sha256", daemon=True).start()
+    return future
 
 
 # --------------------------------------------------------------------------------------------- hashing
@@ -196,18 +223,25 @@ def resolve_weights(
     offline: bool = False,
     progress: ProgressCallback | None = None,
     spec: WeightsSpec = QUALICLIP,
+    hash_in_background: bool = False,
 ) -> ResolvedWeights:
-    """Find (or fetch) the weights file to use. Never touches the network when offline."""
+    """Find (or fetch) the weights file to use. Never touches the network when offline.
+
+    ``hash_in_background``: hash (and verify) an existing file in a thread, see `ResolvedWeights`.
+    """
+    def digest(fn: Callable[..., str], *args) -> str | Future:
+        return _in_background(fn, *args) if hash_in_background else fn(*args)
+
     if explicit:
         path = Path(explicit).expanduser()
-        return ResolvedWeights(_existing(path, "--weights"), sha256_file(path), "argument")
+        return ResolvedWeights(_existing(path, "--weights"), digest(sha256_file, path), "argument")
     env = os.environ.get("QUALICLIP_WEIGHTS")
     if env:
         path = Path(env).expanduser()
-        return ResolvedWeights(_existing(path, "QUALICLIP_WEIGHTS"), sha256_file(path), "environment")
+        return ResolvedWeights(_existing(path, "QUALICLIP_WEIGHTS"), digest(sha256_file, path), "environment")
     cached = cached_weights_path(spec)
     if cached.exists():
-        return ResolvedWeights(cached, verify_recorded_hash(cached, spec), "cache")
+        return ResolvedWeights(cached, digest(verify_recorded_hash, cached, spec), "cache")
     if offline_requested(offline):
         raise OfflineError(
             f"no QualiCLIP weights in {cached.parent} and offline mode is on: download {spec.download_url} "
