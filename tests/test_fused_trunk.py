@@ -49,7 +49,7 @@ def test_fused_trunk_equals_eager_trunk(shape):
     before = x.clone()
     with torch.inference_mode():
         expected = visual.trunk(x)
-        got = fused(x)
+        got = fused(visual, x)
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
     assert torch.equal(x, before)  # the in-place residual sums never write into the caller's input
@@ -65,6 +65,22 @@ def test_prepared_cpu_model_uses_it_and_scores_like_the_eager_model():
         eager = model(images)
     assert torch.allclose(fused.scores, eager.scores, atol=1e-6)
     assert torch.allclose(fused.embeddings, eager.embeddings, atol=1e-5)
+
+
+def test_a_copy_of_the_model_runs_its_own_weights():
+    import copy
+
+    model = prepare_for_inference(_model(), "cpu", "fp32")
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        twin.visual.layer4[0].conv3.weight.mul_(-1)
+    images = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    with torch.inference_mode():
+        mine, theirs = model(images).embeddings, twin(images).embeddings
+        twin.fast_trunk = None
+        theirs_eager = twin(images).embeddings
+    assert not torch.allclose(mine, theirs, atol=1e-3)
+    assert torch.allclose(theirs, theirs_eager, atol=1e-5)
 
 
 def test_unfolded_trunk_is_refused():

@@ -69,9 +69,10 @@ def _is_folded(visual: ModifiedResNet) -> bool:
     return not any(isinstance(m, nn.BatchNorm2d) for m in visual.modules())
 
 
-def build_fused_trunk(visual: ModifiedResNet) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A function computing ``visual.trunk(x)`` with fused kernels, or None where they are unavailable or
-    do not reproduce the eager trunk. ``visual``: a batch-norm-folded trunk on the CPU, in eval mode."""
+def build_fused_trunk(visual: ModifiedResNet) -> Callable[[ModifiedResNet, torch.Tensor], torch.Tensor] | None:
+    """A function ``f(visual, x)`` computing ``visual.trunk(x)`` with fused kernels, or None where they are
+    unavailable or do not reproduce the eager trunk on ``visual`` (a batch-norm-folded trunk on the CPU, in eval
+    mode; the check runs on it, and ``f`` suits it and its copies)."""
     if not _is_folded(visual) or visual.conv1.weight.device.type != "cpu":
         return None
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_convolution_pointwise_"):
@@ -87,4 +88,9 @@ def build_fused_trunk(visual: ModifiedResNet) -> Callable[[torch.Tensor], torch.
     scale = float(expected.abs().max()) or 1.0
     if got.shape != expected.shape or not bool(((got - expected).abs().max() <= _CHECK_TOLERANCE * scale)):
         return None
-    return lambda x: _fused_trunk(visual, x)
+    return run_fused_trunk
+
+
+def run_fused_trunk(visual: ModifiedResNet, x: torch.Tensor) -> torch.Tensor:
+    """``visual.trunk(x)`` with fused kernels, for a trunk `build_fused_trunk` accepted."""
+    return _fused_trunk(visual, x)

@@ -55,8 +55,9 @@ class QualiCLIP(nn.Module):
         self.register_buffer("prompts_features", prompts_features.float().clone(), persistent=False)
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
-        # Set by prepare_for_inference where a faster equivalent of visual.trunk exists (fused_trunk).
-        self.fast_trunk: Callable[[torch.Tensor], torch.Tensor] | None = None
+        # Set by prepare_for_inference where a faster equivalent of visual.trunk exists (fused_trunk): called as
+        # fast_trunk(self.visual, x), so that a copy of the model runs its own weights.
+        self.fast_trunk: Callable[[ModifiedResNet, torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
     def from_weights(cls, weights: dict[str, torch.Tensor]) -> "QualiCLIP":
@@ -79,8 +80,8 @@ class QualiCLIP(nn.Module):
             raise ValueError(f"image of {images.shape[-1]}x{images.shape[-2]} px is smaller than {MIN_SIDE}x{MIN_SIDE}")
         x = self.normalise(images)
         trunk_dtype = self.visual.conv1.weight.dtype
-        trunk = self.fast_trunk or self.visual.trunk
-        feature_map = trunk(x.to(trunk_dtype) if x.dtype != trunk_dtype else x)
+        x = x.to(trunk_dtype) if x.dtype != trunk_dtype else x
+        feature_map = self.fast_trunk(self.visual, x) if self.fast_trunk else self.visual.trunk(x)
         # The pool and head stay in fp32 whatever the trunk runs in: they are cheap and set the score's precision.
         pool_dtype = self.visual.attnpool.c_proj.weight.dtype
         return F.normalize(self.visual.attnpool(feature_map.to(pool_dtype)).float(), dim=-1)
