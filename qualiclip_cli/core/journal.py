@@ -229,11 +229,11 @@ def read_run(run_id: str, directory: str | os.PathLike | None = None) -> RunLog:
     for entry in entries[1:]:
         kind = entry.get("type")
         if kind == "op":
-            index = entry["index"]
-            if entry["phase"] in (PHASE_INTENT, PHASE_SKIPPED) and index not in by_index:
-                by_index[index] = OpEntry(index=index, intent=entry)
+            # An op's first line stands as its intent (one skipped, or failed before its intent was written,
+            # has a single line); every line that is not an intent is its outcome.
+            op = by_index.setdefault(entry["index"], OpEntry(index=entry["index"], intent=entry))
             if entry["phase"] != PHASE_INTENT:
-                by_index.setdefault(index, OpEntry(index=index, intent=entry)).outcome = entry
+                op.outcome = entry
         elif kind == "end":
             log.end = entry
         elif kind == "undo":
