@@ -28,7 +28,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from qualiclip_cli.core import paths
 from qualiclip_cli.core.errors import JournalError
@@ -251,21 +251,24 @@ def run_ids(directory: str | os.PathLike | None = None) -> list[str]:
     return sorted(i for i in ids if RUN_ID_RE.match(i))
 
 
-def history(directory: str | os.PathLike | None = None) -> list[RunSummary]:
-    """Summaries of all runs, newest first. A run whose journal is unreadable is listed with `problem` set."""
-    summaries = []
+def _summaries(directory: str | os.PathLike | None) -> Iterator[RunSummary]:
+    """Summaries of all runs, newest first, each journal read only when its summary is asked for."""
     for run_id in reversed(run_ids(directory)):
         try:
-            summaries.append(read_run(run_id, directory).summary())
+            yield read_run(run_id, directory).summary()
         except JournalError as exc:
-            summaries.append(RunSummary(run_id=run_id, time="", command="", argv=[], counts={}, finished=False,
-                                        undone=None, problem=str(exc)))
-    return summaries
+            yield RunSummary(run_id=run_id, time="", command="", argv=[], counts={}, finished=False,
+                             undone=None, problem=str(exc))
+
+
+def history(directory: str | os.PathLike | None = None) -> list[RunSummary]:
+    """Summaries of all runs, newest first. A run whose journal is unreadable is listed with `problem` set."""
+    return list(_summaries(directory))
 
 
 def latest_run_id(directory: str | os.PathLike | None = None, include_undone: bool = False) -> str | None:
     """The newest readable run (by default the newest not completely undone), or None."""
-    for summary in history(directory):
+    for summary in _summaries(directory):
         if summary.problem is None and (include_undone or summary.undone != "complete"):
             return summary.run_id
     return None
