@@ -320,14 +320,6 @@ class RunResult:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
-def _missing_dirs(directory: Path) -> list[str]:
-    missing = []
-    while not directory.exists() and directory.parent != directory:
-        missing.append(directory)
-        directory = directory.parent
-    return [str(d) for d in reversed(missing)]
-
-
 def execute(plan: Plan, command: str | None = None, argv: Sequence[str] = (),
             journal_directory: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None) -> RunResult:
     """Carry out a plan, journaling each operation (intent fsynced before the step, outcome after).
@@ -400,7 +392,7 @@ def _execute_one(writer: journal.JournalWriter, index: int, op: Operation, on_co
         raise CurationError(f"unknown action {op.action!r}")
     destination = fileops.free_destination(op.destination, on_collision)
     partial = fileops.partial_path(destination, f"{writer.run_id[-6:]}-{index}")
-    created = _missing_dirs(destination.parent)
+    created = [str(d) for d in fileops.missing_dirs(destination.parent)]
     writer.op(index, journal.PHASE_INTENT, destination=str(destination), partial=str(partial),
               created_dirs=created, **base)
     fileops.make_dirs(destination.parent)

@@ -105,18 +105,22 @@ def partial_path(destination: str | os.PathLike, token: str | None = None) -> Pa
     return destination.with_name(f".{destination.name}.{token or secrets.token_hex(4)}{PARTIAL_SUFFIX}")
 
 
-def make_dirs(directory: str | os.PathLike) -> list[Path]:
-    """Create `directory` and missing parents; return the ones this call created, outermost first."""
-    directory = Path(directory)
+def missing_dirs(directory: str | os.PathLike) -> list[Path]:
+    """`directory` and those of its parents that do not exist yet, outermost first."""
+    probe = Path(directory)
     missing = []
-    probe = directory
     while not probe.exists():
         missing.append(probe)
         if probe.parent == probe:
             break
         probe = probe.parent
+    return missing[::-1]
+
+
+def make_dirs(directory: str | os.PathLike) -> list[Path]:
+    """Create `directory` and missing parents; return the ones this call created, outermost first."""
     created = []
-    for d in reversed(missing):
+    for d in missing_dirs(directory):
         try:
             d.mkdir()
         except FileExistsError:
