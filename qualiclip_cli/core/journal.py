@@ -176,10 +176,6 @@ class RunLog:
     undos: list[dict] = field(default_factory=list)
 
     @property
-    def backup_dir(self) -> Path:
-        return self.path.with_name(self.run_id + BACKUP_SUFFIX)
-
-    @property
     def undone(self) -> str | None:
         if not self.undos:
             return None
