@@ -34,7 +34,7 @@ from qualiclip_cli.core.selection import (
     DEFAULT_TIER_THRESHOLDS, CullCriteria, assign_tier, rank_prefix, rank_width, ranked, scored, select_for_cull,
     tier_folder, validate_thresholds,
 )
-from qualiclip_cli.core.siblings import find_siblings, renamed_sibling
+from qualiclip_cli.core.siblings import DirectoryIndex, find_siblings, renamed_sibling
 
 QUARANTINE_DIRNAME = "_rejected"
 CULL_ACTIONS = ("list", "move", "copy", "trash")
@@ -111,11 +111,13 @@ class _Planner:
         self.record_paths = {_abs(r.path) for r in records}
         self.taken: set[Path] = set()
         self.claimed: set[Path] = set()
+        self.directories = DirectoryIndex()
 
     def siblings(self, photo: Path) -> list[Path]:
         if not self.with_siblings:
             return []
-        return [s for s in find_siblings(photo) if s not in self.record_paths and s not in self.claimed]
+        return [s for s in find_siblings(photo, self.directories)
+                if s not in self.record_paths and s not in self.claimed]
 
     def available(self, photo: Path) -> bool:
         if photo in self.claimed:
@@ -262,12 +264,13 @@ def plan_tag(records: Iterable[ScoreRecord], weights_sha256: str, preprocessing:
     records = list(records)
     plan = Plan(command="tag")
     used: dict[Path, Path] = {}
+    directories = DirectoryIndex()
     for rec in sorted(scored(records), key=lambda r: r.path):
         photo = _abs(rec.path)
         if not photo.is_file():
             plan.skipped.append((photo, "not found"))
             continue
-        sidecar = xmp.sidecar_path(photo, naming)
+        sidecar = xmp.sidecar_path(photo, naming, directories)
         if sidecar in used:
             plan.skipped.append((photo, f"sidecar {sidecar.name} already used for {used[sidecar].name}"))
             continue

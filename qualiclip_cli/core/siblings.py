@@ -37,20 +37,49 @@ def sibling_endings(photo_suffix: str) -> frozenset[str]:
     return frozenset(endings)
 
 
-def find_siblings(photo: str | os.PathLike) -> list[Path]:
+class DirectoryIndex:
+    """Directory entries grouped by the stems they could belong to, each directory listed at most once.
+
+    An entry named `<stem>.<a>` or `<stem>.<a>.<b>` is found under `stem`, which covers every sibling and
+    sidecar ending (they have one or two dots). Planning many photos of one folder with one index lists
+    the folder once instead of once per photo. Only for reading: it does not see later changes.
+    """
+
+    def __init__(self) -> None:
+        self._by_directory: dict[Path, dict[str, list[os.DirEntry]]] = {}
+
+    def candidates(self, directory: Path, stem: str) -> list[os.DirEntry]:
+        """Entries of `directory` (in listing order) that may be `stem` plus an ending; none for a
+        missing or unreadable directory."""
+        by_stem = self._by_directory.get(directory)
+        if by_stem is None:
+            by_stem = self._by_directory[directory] = _group_by_stem(directory)
+        return by_stem.get(stem, [])
+
+
+def _group_by_stem(directory: Path) -> dict[str, list[os.DirEntry]]:
+    groups: dict[str, list[os.DirEntry]] = {}
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return groups
+    for entry in entries:
+        for stem in {entry.name.rsplit(".", 1)[0], entry.name.rsplit(".", 2)[0]}:
+            groups.setdefault(stem, []).append(entry)
+    return groups
+
+
+def find_siblings(photo: str | os.PathLike, index: DirectoryIndex | None = None) -> list[Path]:
     """The photo's siblings in its own directory, sorted by name; never the photo itself.
 
-    Reads the directory once; a missing directory gives no siblings. Symlinks and directories are ignored.
+    Reads the directory once (not at all if `index` has listed it already); a missing directory gives no
+    siblings. Symlinks and directories are ignored.
     """
     photo = Path(photo)
     stem, endings = photo.stem, sibling_endings(photo.suffix)
     directory = photo.parent
     found: list[Path] = []
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return []
-    for entry in entries:
+    for entry in (index or DirectoryIndex()).candidates(directory, stem):
         name = entry.name
         if name == photo.name or not name.startswith(stem) or len(name) == len(stem):
             continue

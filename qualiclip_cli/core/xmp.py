@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 from qualiclip_cli.core.errors import CurationError, UsageError
 from qualiclip_cli.core.prompts import PAIR_NAMES
 from qualiclip_cli.core.selection import DEFAULT_TIER_THRESHOLDS, assign_tier
+from qualiclip_cli.core.siblings import DirectoryIndex
 
 QUALICLIP_NS = "http://ns.qualiclip.org/1.0/"
 QUALICLIP_PREFIX = "qualiclip"
@@ -88,11 +89,12 @@ def rating_for(score: float, thresholds: Sequence[float] = DEFAULT_TIER_THRESHOL
     return assign_tier(score, thresholds)
 
 
-def sidecar_path(photo: str | os.PathLike, naming: str = "adobe") -> Path:
+def sidecar_path(photo: str | os.PathLike, naming: str = "adobe", index: DirectoryIndex | None = None) -> Path:
     """The sidecar of a photo: "adobe" gives IMG_1.xmp, "append" gives IMG_1.jpg.xmp.
 
     If a sidecar of that name exists with different letter case (IMG_1.XMP), that existing file is returned,
-    so it is updated rather than shadowed by a second sidecar.
+    so it is updated rather than shadowed by a second sidecar. `index` (shared across photos) saves listing
+    the photo's folder again for each of them.
     """
     if naming not in SIDECAR_NAMINGS:
         raise UsageError(f"sidecar naming must be one of {', '.join(SIDECAR_NAMINGS)}, got {naming!r}")
@@ -102,7 +104,7 @@ def sidecar_path(photo: str | os.PathLike, naming: str = "adobe") -> Path:
     if wanted.exists():
         return wanted
     try:
-        for entry in os.scandir(photo.parent):
+        for entry in (index or DirectoryIndex()).candidates(photo.parent, stem):
             name = entry.name
             if name.startswith(stem) and name[len(stem):].lower() == ".xmp" and entry.is_file():
                 return photo.with_name(name)
