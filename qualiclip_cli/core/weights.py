@@ -331,8 +331,9 @@ def import_weights(source: Path | str, spec: WeightsSpec = QUALICLIP, force: boo
         raise WeightsError(f"{source}: no such file")
     dest = cached_weights_path(spec)
     if dest.exists() and not force:
-        if sha256_file(dest) == sha256_file(source):
-            record_hash(dest, sha256_file(dest))
+        digest = sha256_file(dest)
+        if digest == sha256_file(source):
+            record_hash(dest, digest)
             return dest
         raise WeightsError(f"{dest} already exists and differs from {source}; pass --force to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)
