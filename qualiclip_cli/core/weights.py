@@ -167,7 +167,7 @@ def validate_weights(weights: dict, path: Path | str, spec: WeightsSpec | None =
     import torch
 
     from qualiclip_cli.core.architecture import ModifiedResNet, VisualConfig
-    from qualiclip_cli.core.model import CLIP_PREFIX, PROMPTS_KEY
+    from qualiclip_cli.core.model import CLIP_PREFIX, PROMPTS_KEY, split_weights, visual_state_dict
 
     if not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise WeightsError(f"{path}: not a QualiCLIP weights file (values are not all tensors)")
@@ -179,7 +179,7 @@ def validate_weights(weights: dict, path: Path | str, spec: WeightsSpec | None =
         actual = tuple(weights[key].shape) if key in weights else None
         if actual != tuple(shape):
             raise WeightsError(f"{path}: {key} has shape {actual}, expected {tuple(shape)}: wrong or damaged file")
-    visual = {k[len(CLIP_PREFIX) + 7:]: v for k, v in weights.items() if k.startswith(CLIP_PREFIX + "visual.")}
+    visual = visual_state_dict(split_weights(weights)[0])
     try:
         cfg = VisualConfig.from_state_dict(visual, prefix="")
     except (KeyError, IndexError) as exc:
