@@ -84,6 +84,10 @@ def _os_reason(exc: OSError) -> str:
     return " ".join(text.split()).lower()
 
 
+def _unreadable(directory: Path, exc: OSError) -> Found:
+    return Found(directory, f"cannot read directory: {_os_reason(exc)}")
+
+
 class _Walker:
     def __init__(
         self,
@@ -144,17 +148,24 @@ class _Walker:
         return entries
 
     def walk(self, root: Path, root_stat: os.stat_result) -> Iterator[Found]:
-        root_key = (root_stat.st_dev, root_stat.st_ino)
-        try:
-            entries = self._list(root)
-        except OSError as exc:
-            yield Found(root, f"cannot read directory: {_os_reason(exc)}")
-            return
-        self.walked_dirs.add(root_key)
         # Explicit stack of (entries iterator, relative prefix, dir key): no recursion limit.
-        stack: list[tuple[Iterator[os.DirEntry[str]], str, tuple[int, int]]] = [(iter(entries), "", root_key)]
-        on_path: dict[tuple[int, int], Path] = {root_key: root}
+        stack: list[tuple[Iterator[os.DirEntry[str]], str, tuple[int, int]]] = []
+        on_path: dict[tuple[int, int], Path] = {}
 
+        def enter(directory: Path, key: tuple[int, int], prefix: str) -> Found | None:
+            """Push the directory's entries onto the stack, or return the problem to report."""
+            try:
+                entries = self._list(directory)
+            except OSError as exc:
+                return _unreadable(directory, exc)
+            self.walked_dirs.add(key)
+            on_path[key] = directory
+            stack.append((iter(entries), prefix, key))
+            return None
+
+        problem = enter(root, (root_stat.st_dev, root_stat.st_ino), "")
+        if problem is not None:
+            yield problem
         while stack:
             it, prefix, key = stack[-1]
             entry = next(it, None)
@@ -189,7 +200,7 @@ class _Walker:
                 try:
                     st = entry.stat(follow_symlinks=True)
                 except OSError as exc:
-                    yield Found(path, f"cannot read directory: {_os_reason(exc)}")
+                    yield _unreadable(path, exc)
                     continue
                 dkey = (st.st_dev, st.st_ino)
                 if dkey in on_path:
@@ -198,14 +209,9 @@ class _Walker:
                     continue
                 if is_link and dkey in self.walked_dirs:
                     continue  # same directory already walked through another route: nothing new there
-                try:
-                    sub = self._list(path)
-                except OSError as exc:
-                    yield Found(path, f"cannot read directory: {_os_reason(exc)}")
-                    continue
-                self.walked_dirs.add(dkey)
-                on_path[dkey] = path
-                stack.append((iter(sub), rel + "/", dkey))
+                problem = enter(path, dkey, rel + "/")
+                if problem is not None:
+                    yield problem
                 continue
 
             # A file (or something else, or a broken link when following).
