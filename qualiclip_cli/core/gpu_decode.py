@@ -86,14 +86,9 @@ class GpuDecodeError(ImageError):
 # -- reading (threads) ---------------------------------------------------------------------------------
 
 
-def _frame_info(buf: bytes | bytearray | memoryview) -> tuple[str | None, int]:
-    """Scan the markers up to the first SOS. Returns (None, end of the header) when nvjpeg's baseline path
-    takes the frame, else (why not, 0)."""
-    why = _scan(buf)
-    return (None, why) if isinstance(why, int) else (why, 0)
-
-
-def _scan(buf: bytes | bytearray | memoryview) -> str | int:
+def _header_end(buf: bytes | bytearray | memoryview) -> int | str:
+    """Scan the markers up to the first SOS. Returns the end of the header when nvjpeg's baseline path takes
+    the frame, else why not."""
     n = len(buf)
     if n < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
         return "no JPEG start-of-image marker"
@@ -161,9 +156,9 @@ def read_jpeg_bytes(path: str | os.PathLike[str], max_pixels: int | None = None)
     if size == 0:
         return Fallback("empty file")
     view = memoryview(buf)[:size]  # type: ignore[arg-type]
-    why, header_end = _frame_info(view)
-    if why is not None:
-        return Fallback(why)
+    header_end = _header_end(view)
+    if isinstance(header_end, str):
+        return Fallback(header_end)
     if b"\xff\xd9" not in view[-_TAIL:].tobytes():
         return Fallback("no end-of-image marker at the end of the file (truncated?)")
     try:
