@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from qualiclip_cli.core.errors import ImageError
+from qualiclip_cli.core.errors import ImageError, UsageError
 from qualiclip_cli.core.prompts import PAIR_NAMES
 from qualiclip_cli.core.records import ScoreRecord
 from qualiclip_cli.core.runtime import Runtime, make_runtime, reuse_freed_memory
@@ -58,8 +58,6 @@ def policy_identity(options: ScoreOptions, runtime: Runtime, decoder: str = "pil
 def pick_decoder(requested: str, runtime: Runtime, max_side: int) -> str:
     """`auto`: nvjpeg (batched GPU decoding) on CUDA at a reduced size, else Pillow. Native size always uses
     Pillow, the reference's decoder. `nvjpeg` on the CPU runs torchvision's libjpeg-turbo (used by tests)."""
-    from qualiclip_cli.core.errors import UsageError
-
     if requested not in DECODERS:
         raise UsageError(f"unknown decoder {requested!r}; choose one of {', '.join(DECODERS)}")
     if requested == "auto":
