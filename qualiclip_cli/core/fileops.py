@@ -16,7 +16,6 @@ with O_EXCL to reserve the name and then replaced. Files are removed only when t
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import secrets
 import shutil
@@ -28,7 +27,8 @@ from pathlib import Path
 from typing import Iterable
 from urllib.parse import unquote
 
-from qualiclip_cli.core.atomic import fsync_dir  # noqa: F401  (re-exported for journal/curation)
+from qualiclip_cli.core.atomic import fsync_dir
+from qualiclip_cli.core.hashing import sha256_file
 from qualiclip_cli.core.errors import CurationError
 
 ON_COLLISION_CHOICES = ("number", "refuse")
@@ -45,14 +45,6 @@ class FileFacts:
     sha256: str
     size: int
     mtime_ns: int
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_facts(path: str | os.PathLike) -> FileFacts:

@@ -32,7 +32,7 @@ from typing import Iterable, Iterator, Sequence
 
 from qualiclip_cli.core import paths
 from qualiclip_cli.core.errors import JournalError
-from qualiclip_cli.core.fileops import fsync_dir
+from qualiclip_cli.core.atomic import fsync_dir
 
 JOURNAL_VERSION = 1
 JOURNAL_SUFFIX = ".jsonl"

@@ -8,7 +8,6 @@ beside it and checked on every later load. Loading never unpickles objects (`wei
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tempfile
@@ -22,6 +21,7 @@ from typing import Callable
 from qualiclip_cli.core import paths
 from qualiclip_cli.core.atomic import atomic_write_text, fsync_dir
 from qualiclip_cli.core.errors import OfflineError, WeightsError
+from qualiclip_cli.core.hashing import sha256_file
 
 # progress(done_bytes, total_bytes or None); called from the download loop.
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -107,14 +107,6 @@ def _in_background(fn: Callable[..., str], *args) -> Future:
 
 
 # --------------------------------------------------------------------------------------------- hashing
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def hash_record_path(weights_path: Path) -> Path:
     return weights_path.with_name(weights_path.name + ".sha256")
