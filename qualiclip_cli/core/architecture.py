@@ -189,7 +189,7 @@ class ModifiedResNet(nn.Module):
         x = self.stem(x)
         # The stages may run in a lower precision than the stem (see model.prepare_for_inference).
         stage_dtype = self.layer1[0].conv1.weight.dtype
-        x = x.to(stage_dtype) if x.dtype != stage_dtype else x
+        x = x.to(stage_dtype)  # the same tensor when it already is
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

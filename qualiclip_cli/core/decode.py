@@ -390,7 +390,6 @@ def _decode_opened(
         pixels = np.array(rgb, dtype=np.uint8)  # the caller's own, writable copy
     if pixels.ndim != 3 or pixels.shape[2] != 3:  # defensive: never hand odd shapes to the model
         raise ImageError(path, f"unexpected decoded shape {pixels.shape}")
-    pixels = np.ascontiguousarray(pixels)
     return DecodedImage(
         pixels=pixels,
         width=target[0],

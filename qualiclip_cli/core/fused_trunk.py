@@ -58,7 +58,7 @@ def _fused_trunk(visual: ModifiedResNet, x: torch.Tensor) -> torch.Tensor:
     x = _conv(x, visual.conv3, "relu")
     x = visual.avgpool(x)
     stage_dtype = visual.layer1[0].conv1.weight.dtype
-    x = x.to(stage_dtype) if x.dtype != stage_dtype else x
+    x = x.to(stage_dtype)  # the same tensor when it already is
     for stage in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
         for block in stage:
             x = _bottleneck(block, x)

@@ -80,7 +80,7 @@ class QualiCLIP(nn.Module):
             raise ValueError(f"image of {images.shape[-1]}x{images.shape[-2]} px is smaller than {MIN_SIDE}x{MIN_SIDE}")
         x = self.normalise(images)
         trunk_dtype = self.visual.conv1.weight.dtype
-        x = x.to(trunk_dtype) if x.dtype != trunk_dtype else x
+        x = x.to(trunk_dtype)  # the same tensor when it already is
         feature_map = self.fast_trunk(self.visual, x) if self.fast_trunk else self.visual.trunk(x)
         # The pool and head stay in fp32 whatever the trunk runs in: they are cheap and set the score's precision.
         pool_dtype = self.visual.attnpool.c_proj.weight.dtype
