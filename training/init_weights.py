@@ -19,7 +19,7 @@ import torch
 
 from qualiclip_cli.core import weights as W
 from qualiclip_cli.core.errors import OfflineError, WeightsError
-from qualiclip_cli.core.model import CLIP_PREFIX, PROMPTS_KEY
+from qualiclip_cli.core.model import CLIP_PREFIX, PROMPTS_KEY, split_weights
 
 # Keys of an OpenAI-layout CLIP state dict (open_clip's CLIP uses the same names).
 _CLIP_KEY_PREFIXES = ("visual.", "transformer.", "token_embedding.", "ln_final.")
@@ -122,7 +122,7 @@ def load_init(
         resolved = W.resolve_weights(None, offline, progress=progress)
         weights = W.load_weights_dict(resolved.path, mmap=False)
         W.validate_weights(weights, resolved.path)
-        clip_sd = {k[len(CLIP_PREFIX):]: v for k, v in weights.items() if k.startswith(CLIP_PREFIX)}
+        clip_sd, _ = split_weights(weights)
         return InitWeights(clip_sd, "qualiclip", resolved.path, resolved.sha256)
     if init == "openai":
         resolved = resolve_openai(offline, progress, openai_spec)
@@ -135,7 +135,7 @@ def load_init(
     else:
         weights = W.load_weights_dict(path, mmap=False)
         W.validate_weights(weights, path)
-        clip_sd = {k[len(CLIP_PREFIX):]: v for k, v in weights.items() if k.startswith(CLIP_PREFIX)}
+        clip_sd, _ = split_weights(weights)
     return InitWeights(clip_sd, "file", path, W.sha256_file(path))
 
 
