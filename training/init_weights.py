@@ -81,12 +81,6 @@ def compute_prompt_features(clip_sd: dict[str, torch.Tensor]) -> torch.Tensor:
     return prompt_features(build_open_clip(clip_sd))
 
 
-def qualiclip_layout(clip_sd: dict[str, torch.Tensor], prompts: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    weights = {CLIP_PREFIX + k: v for k, v in clip_sd.items()}
-    weights[PROMPTS_KEY] = compute_prompt_features(clip_sd) if prompts is None else prompts
-    return weights
-
-
 @dataclass(frozen=True)
 class InitWeights:
     clip_sd: dict[str, torch.Tensor]  # OpenAI-layout CLIP state dict (text tower untouched by training)
