@@ -27,7 +27,7 @@ from torch import nn
 
 from qualiclip_cli.core.architecture import ModifiedResNet, VisualConfig
 from qualiclip_cli.core.errors import UsageError
-from qualiclip_cli.core.model import CLIP_PREFIX, PROMPTS_KEY
+from qualiclip_cli.core.model import CLIP_PREFIX, PROMPTS_KEY, visual_state_dict
 from qualiclip_cli.core.prompts import CLIP_MEAN, CLIP_STD
 from training import distributed as D
 from training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, atomic_write_bytes, load_checkpoint, save_checkpoint, set_rng_state
@@ -68,8 +68,8 @@ class ImageEncoder(nn.Module):
 
 def build_visual(clip_sd: dict[str, torch.Tensor]) -> ModifiedResNet:
     """A trainable fp32 ModifiedResNet with its own (cloned, writable) tensors."""
-    visual_sd = {k[len("visual."):]: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
-                 for k, v in clip_sd.items() if k.startswith("visual.")}
+    visual_sd = {k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
+                 for k, v in visual_state_dict(clip_sd).items()}
     visual = ModifiedResNet(VisualConfig.from_state_dict(visual_sd, prefix=""))
     visual.load_state_dict(visual_sd, strict=True)
     # The QualiCLIP pool does not use the positional embedding: keep it (file layout) but never train it.
