@@ -114,9 +114,9 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def save(self, path: Path) -> None:
-        from qualiclip_cli.core.atomic import atomic_write_bytes
+        from qualiclip_cli.core.atomic import atomic_write_text
 
-        atomic_write_bytes(Path(path), (self.to_json() + "\n").encode("utf-8"))
+        atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "TrainConfig":

@@ -26,11 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from qualiclip_cli.core.architecture import ModifiedResNet, VisualConfig
+from qualiclip_cli.core.atomic import atomic_write_text
 from qualiclip_cli.core.errors import UsageError
 from qualiclip_cli.core.model import CLIP_PREFIX, PROMPTS_KEY, visual_state_dict
 from qualiclip_cli.core.prompts import CLIP_MEAN, CLIP_STD
 from training import distributed as D
-from training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, atomic_write_bytes, load_checkpoint, save_checkpoint, set_rng_state
+from training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint, save_checkpoint, set_rng_state
 from training.config import TrainConfig
 from training.losses import LossWeights, qualiclip_loss
 
@@ -147,7 +148,7 @@ def final_weights(clip_sd: dict[str, torch.Tensor], visual: ModifiedResNet, prom
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
-    atomic_write_bytes(path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history).encode("utf-8"))
+    atomic_write_text(path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -327,7 +328,7 @@ def train(
                 "precision": precision, "world_size": info.world_size, "bn_stats": bn_mode, "init": init.describe(),
                 "images": len(files), "final": history[-1] if history else None,
             }
-            atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
             emit("done", weights=weights_path, seconds=seconds, summary=summary)
         D.barrier(info)
         return TrainResult(out, weights_path, ckpt_path, cfg.steps, seconds, history[-1] if history else {}, encoder.visual)
