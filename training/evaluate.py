@@ -174,12 +174,13 @@ class SyntheticResult:
 
 def quality_values(embeddings: torch.Tensor, prompts: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(q, score) in float64: q = mean_k cos(f, T_pos,k) − cos(f, T_neg,k); score = the scorer's formula."""
-    from qualiclip_cli.core.prompts import LOGIT_SCALE
+    from qualiclip_cli.core.model import scores_from_features
 
-    sims = embeddings.double() @ prompts.double().T  # (N, 14)
+    embeddings, prompts = embeddings.double(), prompts.double()
+    sims = embeddings @ prompts.T  # (N, 14)
     q = (sims[:, 0::2] - sims[:, 1::2]).mean(dim=1)
-    probs = (LOGIT_SCALE * sims).view(-1, 7, 2).softmax(dim=-1)[..., 0]
-    return q.cpu().numpy(), probs.mean(dim=1).cpu().numpy()
+    scores, _ = scores_from_features(embeddings, prompts)
+    return q.cpu().numpy(), scores.cpu().numpy()
 
 
 def synthetic_crops(image: torch.Tensor, count: int, size: int, seed: int, index: int) -> list[torch.Tensor]:
