@@ -11,14 +11,16 @@ TINY_TEXT = dict(width=32, layers=1)
 TINY_EMBED = 32
 
 
-def tiny_clip_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+def tiny_clip_state_dict(
+    seed: int = 0, width: int = TINY_VISION["width"], layers=TINY_VISION["layers"], embed: int = TINY_EMBED
+) -> dict[str, torch.Tensor]:
     """OpenAI-layout state dict of a tiny random CLIP built by open_clip (so the layout is genuine)."""
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     torch.manual_seed(seed)
     model = CLIP(
-        TINY_EMBED,
-        vision_cfg=CLIPVisionCfg(layers=TINY_VISION["layers"], width=TINY_VISION["width"], image_size=64, patch_size=None),
+        embed,
+        vision_cfg=CLIPVisionCfg(layers=tuple(layers), width=width, image_size=64, patch_size=None),
         text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=TINY_TEXT["width"], heads=1, layers=TINY_TEXT["layers"]),
         quick_gelu=True,
     )
@@ -30,18 +32,26 @@ def tiny_clip_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def tiny_weights(seed: int = 0) -> dict[str, torch.Tensor]:
+def qualiclip_weights(clip_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A CLIP state dict in the QualiCLIP layout, prompts_features from its own text tower."""
     from qualiclip_cli.core.text_tower import build_open_clip, prompt_features
 
-    clip_sd = tiny_clip_state_dict(seed)
     prompts = prompt_features(build_open_clip(clip_sd))
     weights = {f"clip_model.{k}": v for k, v in clip_sd.items()}
     weights["prompts_features"] = prompts
     return weights
 
 
-def write_tiny_weights(path: Path, seed: int = 0) -> Path:
+def tiny_weights(seed: int = 0) -> dict[str, torch.Tensor]:
+    return qualiclip_weights(tiny_clip_state_dict(seed))
+
+
+def save_weights(weights: dict[str, torch.Tensor], path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(tiny_weights(seed), path)
+    torch.save(weights, path)
     return path
+
+
+def write_tiny_weights(path: Path, seed: int = 0) -> Path:
+    return save_weights(tiny_weights(seed), path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 # scikit-image's bundled photographs (no download needed), split into training and held-out sources.
@@ -23,30 +22,12 @@ def random_clip_weights(path: Path, width: int = 16, layers=(1, 1, 1, 1), embed:
     negative losses partly pull against each other (training still works, with a loss about twice as high).
     Zeroing the start/end-of-text embeddings and the positional embedding makes the features depend on the prompt
     words (pair cosines 0.2-0.9, like CLIP's); the model is still random."""
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    from tiny_weights import qualiclip_weights, save_weights, tiny_clip_state_dict
 
-    from qualiclip_cli.core.text_tower import build_open_clip, prompt_features
-
-    torch.manual_seed(seed)
-    model = CLIP(
-        embed,
-        vision_cfg=CLIPVisionCfg(layers=tuple(layers), width=width, image_size=64, patch_size=None),
-        text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=32, heads=1, layers=1),
-        quick_gelu=True,
-    )
-    with torch.no_grad():  # open_clip zero-initialises each block's last batch-norm scale
-        for name, p in model.visual.named_parameters():
-            if name.endswith("bn3.weight"):
-                p.uniform_(0.5, 1.5)
-        model.token_embedding.weight[49406:].zero_()  # <start_of_text>, <end_of_text>
-        model.positional_embedding.zero_()
-    clip_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    weights = {f"clip_model.{k}": v for k, v in clip_sd.items()}
-    weights["prompts_features"] = prompt_features(build_open_clip(clip_sd))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(weights, path)
-    return path
+    clip_sd = tiny_clip_state_dict(seed, width=width, layers=layers, embed=embed)
+    clip_sd["token_embedding.weight"][49406:] = 0  # <start_of_text>, <end_of_text>
+    clip_sd["positional_embedding"].zero_()
+    return save_weights(qualiclip_weights(clip_sd), path)
 
 
 def _array(name: str) -> np.ndarray:
