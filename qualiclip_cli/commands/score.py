@@ -88,7 +88,7 @@ def score_choices(choices: "opt.ScoringChoices", skip_under: Sequence[Path] = ()
     found = list(find_images(choices.paths, **choices.discovery()))
     if skip_under:
         skip = [Path(os.path.abspath(d)) for d in skip_under]
-        found = [f for f in found if not any(_inside(Path(os.path.abspath(f.path)), d) for d in skip)]
+        found = [f for f in found if not any(Path(os.path.abspath(f.path)).is_relative_to(d) for d in skip)]
     # The weights hash runs while the Scorer loads the file; the Scorer waits for it before scoring anything.
     resolved = resolve_with_progress(choices.weights, choices.offline, hash_in_background=True)
     start = time.perf_counter()
@@ -107,10 +107,6 @@ def score_choices(choices: "opt.ScoringChoices", skip_under: Sequence[Path] = ()
         if cache is not None:
             cache.close()
     return ScoringRun(records, time.perf_counter() - start, scorer.weights.sha256, scorer.identity)
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
 
 
 def summarise(records: list, elapsed: float) -> None:
