@@ -9,6 +9,7 @@ import typer
 
 from qualiclip_cli.commands.console import make_progress, progress_enabled, stderr
 from qualiclip_cli.commands.errors import handle_errors
+from qualiclip_cli.commands.weights_progress import download_bar
 
 app = typer.Typer(
     invoke_without_command=True,
@@ -136,40 +137,15 @@ def run_training(cfg, resume: bool = False, offline: bool = False):
                 highlight=False, soft_wrap=True,
             )
 
-    download = _DownloadBar()
     try:
-        result = train(cfg, resume=resume, offline=offline, on_event=on_event, warn=_warn, download_progress=download)
+        with download_bar("Downloading starting weights") as download:
+            result = train(cfg, resume=resume, offline=offline, on_event=on_event, warn=_warn,
+                           download_progress=download)
     finally:
-        download.stop()
         if bar is not None:
             bar.__exit__(None, None, None)
     # Under torchrun only rank 0 prints the result path.
     return result if not D.launched_distributed() or _rank() == 0 else None
-
-
-class _DownloadBar:
-    """Progress callback for a download of the starting weights (a bar on stderr when someone watches)."""
-
-    def __init__(self):
-        self.bar = None
-        self.task = None
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if not progress_enabled():
-            return
-        if self.bar is None:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-            self.bar = Progress("Downloading starting weights", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                                console=stderr(), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("download", total=total)
-        self.bar.update(self.task, completed=done)
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
 
 
 def _rank() -> int:

@@ -9,7 +9,7 @@ from qualiclip_cli.commands.console import progress_enabled, stderr
 
 
 @contextlib.contextmanager
-def _download_bar():
+def download_bar(label: str = "Downloading QualiCLIP weights"):
     """Yields a progress callback for weights.download_weights; the bar appears only once bytes arrive."""
     bar = task = None
 
@@ -20,7 +20,7 @@ def _download_bar():
         if bar is None:
             from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-            bar = Progress("Downloading QualiCLIP weights", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            bar = Progress(label, BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                            console=stderr(), transient=True)
             bar.start()
             task = bar.add_task("download", total=total)
@@ -43,7 +43,7 @@ def resolve_with_progress(explicit: Path | None, offline: bool, hash_in_backgrou
     if needs_download and not W.offline_requested(offline):
         stderr().print(f"Weights not found in {W.cached_weights_path().parent}; downloading {W.QUALICLIP.download_url}",
                        highlight=False)
-    with _download_bar() as on_progress:
+    with download_bar() as on_progress:
         return W.resolve_weights(explicit, offline, progress=on_progress, hash_in_background=hash_in_background)
 
 
@@ -51,6 +51,6 @@ def download_with_progress(force: bool = False):
     """weights.download_weights (an installed, verified file is kept unless force) → ResolvedWeights."""
     from qualiclip_cli.core import weights as W
 
-    with _download_bar() as on_progress:
+    with download_bar() as on_progress:
         path = W.download_weights(progress=on_progress, force=force)
     return W.ResolvedWeights(path, W.read_recorded_hash(path) or W.sha256_file(path), "download")
