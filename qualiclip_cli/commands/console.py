@@ -17,6 +17,11 @@ def stderr() -> Console:
     return _stderr(id(sys.stderr))
 
 
+def warn(message: str) -> None:
+    """A warning line on stderr (Rich markup in `message` is rendered)."""
+    stderr().print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
 def stdout() -> Console:
     return Console(file=sys.stdout)
 

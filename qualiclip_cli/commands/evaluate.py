@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from qualiclip_cli.commands import options as opt
-from qualiclip_cli.commands.console import make_progress, stderr
+from qualiclip_cli.commands.console import make_progress, warn
 from qualiclip_cli.commands.errors import handle_errors
 
 OFFICIAL = ("official", "qualiclip", "default")
@@ -89,7 +89,7 @@ def _run_mos(mos, choices, max_side, jpeg_draft, device, precision, batch_size) 
             if progress.tasks:
                 progress.advance(progress.tasks[0].id, n)
 
-        results = evaluate_mos(mos, choices, options=options, warn=_warn, progress=advance)
+        results = evaluate_mos(mos, choices, options=options, warn=warn, progress=advance)
     return {"kind": "mos", "results": [r.to_dict() for r in results]}
 
 
@@ -108,13 +108,9 @@ def _run_synthetic(paths, choices, max_side, device, batch_size, crop_size, crop
 
         results = evaluate_synthetic(
             paths, choices, crop_size=crop_size, crops_per_image=crops, distortions=keys, seed=seed,
-            max_side=parse_max_side(max_side), device=dev, batch_size=batch_size or 32, warn=_warn, progress=advance,
+            max_side=parse_max_side(max_side), device=dev, batch_size=batch_size or 32, warn=warn, progress=advance,
         )
     return {"kind": "synthetic", "results": [r.to_dict() for r in results]}
-
-
-def _warn(message: str) -> None:
-    stderr().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------- output

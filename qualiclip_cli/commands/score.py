@@ -12,7 +12,7 @@ from typing import Annotated, Optional, Sequence
 import typer
 
 from qualiclip_cli.commands import options as opt
-from qualiclip_cli.commands.console import make_progress, stderr
+from qualiclip_cli.commands.console import make_progress, stderr, warn
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
 
 
@@ -102,7 +102,7 @@ def score_choices(choices: "opt.ScoringChoices", skip_under: Sequence[Path] = ()
                 if progress.tasks:
                     progress.advance(progress.tasks[0].id)
                 if not record.ok:
-                    stderr().print(f"[yellow]warning:[/] {record.path}: {record.error}", highlight=False)
+                    warn(f"{record.path}: {record.error}")
     finally:
         if cache is not None:
             cache.close()

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from qualiclip_cli.commands.console import make_progress, progress_enabled, stderr
+from qualiclip_cli.commands.console import make_progress, progress_enabled, stderr, warn
 from qualiclip_cli.commands.errors import handle_errors
 from qualiclip_cli.commands.weights_progress import download_bar
 
@@ -15,9 +15,6 @@ app = typer.Typer(
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-def _warn(message: str) -> None:
-    stderr().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 @app.callback(invoke_without_command=True)
@@ -139,7 +136,7 @@ def run_training(cfg, resume: bool = False, offline: bool = False):
 
     try:
         with download_bar("Downloading starting weights") as download:
-            result = train(cfg, resume=resume, offline=offline, on_event=on_event, warn=_warn,
+            result = train(cfg, resume=resume, offline=offline, on_event=on_event, warn=warn,
                            download_progress=download)
     finally:
         if bar is not None:
@@ -171,7 +168,7 @@ def preview(
     from training.dataset import find_pristine, load_image
     from training.preview import preview_crop, render_grid
 
-    files = find_pristine([pristine], warn=_warn)
+    files = find_pristine([pristine], warn=warn)
     if not files:
         raise UsageError(f"no images found in {pristine}")
     if index >= len(files):
