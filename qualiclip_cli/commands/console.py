@@ -49,6 +49,12 @@ def make_progress(description: str, total: int | None):
     return progress
 
 
+def advance(progress, n: int = 1) -> None:
+    """Advance the one task of a `make_progress` bar by n (nothing when the bar is off)."""
+    if progress.tasks:
+        progress.advance(progress.tasks[0].id, n)
+
+
 class _NoProgress:
     tasks: list = []
 

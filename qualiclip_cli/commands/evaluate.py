@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from qualiclip_cli.commands import options as opt
-from qualiclip_cli.commands.console import make_progress, warn
+from qualiclip_cli.commands.console import advance, make_progress, warn
 from qualiclip_cli.commands.errors import handle_errors
 
 OFFICIAL = ("official", "qualiclip", "default")
@@ -85,11 +86,7 @@ def _run_mos(mos, choices, max_side, jpeg_draft, device, precision, batch_size) 
                            precision=precision, use_cache=False)
     total = len(read_mos_csv(mos)) * len(choices)
     with make_progress("Scoring", total) as progress:
-        def advance(n: int) -> None:
-            if progress.tasks:
-                progress.advance(progress.tasks[0].id, n)
-
-        results = evaluate_mos(mos, choices, options=options, warn=warn, progress=advance)
+        results = evaluate_mos(mos, choices, options=options, warn=warn, progress=partial(advance, progress))
     return {"kind": "mos", "results": [r.to_dict() for r in results]}
 
 
@@ -102,13 +99,10 @@ def _run_synthetic(paths, choices, max_side, device, batch_size, crop_size, crop
     dev = pick_device(device)
     count = len(find_pristine(paths, warn=lambda m: None))
     with make_progress("Degrading and scoring", count) as progress:
-        def advance(n: int) -> None:
-            if progress.tasks:
-                progress.advance(progress.tasks[0].id, n)
-
         results = evaluate_synthetic(
             paths, choices, crop_size=crop_size, crops_per_image=crops, distortions=keys, seed=seed,
-            max_side=parse_max_side(max_side), device=dev, batch_size=batch_size or 32, warn=warn, progress=advance,
+            max_side=parse_max_side(max_side), device=dev, batch_size=batch_size or 32, warn=warn,
+            progress=partial(advance, progress),
         )
     return {"kind": "synthetic", "results": [r.to_dict() for r in results]}
 

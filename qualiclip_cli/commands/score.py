@@ -12,7 +12,7 @@ from typing import Annotated, Optional, Sequence
 import typer
 
 from qualiclip_cli.commands import options as opt
-from qualiclip_cli.commands.console import make_progress, stderr, warn
+from qualiclip_cli.commands.console import advance, make_progress, stderr, warn
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
 
 
@@ -99,8 +99,7 @@ def score_choices(choices: "opt.ScoringChoices", skip_under: Sequence[Path] = ()
         with make_progress("Scoring", len(found)) as progress:
             for record in scorer.score_files(found, cache):
                 records.append(record)
-                if progress.tasks:
-                    progress.advance(progress.tasks[0].id)
+                advance(progress)
                 if not record.ok:
                     warn(f"{record.path}: {record.error}")
     finally:
