@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands.console import make_progress, progress_enabled, stderr, warn
 from qualiclip_cli.commands.errors import handle_errors
 from qualiclip_cli.commands.weights_progress import download_bar
@@ -53,7 +54,7 @@ def train(
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Write the resumable checkpoint every N steps.")] = 100,
     log_every: Annotated[int, typer.Option("--log-every", min=1, help="Average and log the loss every N steps.")] = 10,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint, with its recorded options.")] = False,
-    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network (also QUALICLIP_OFFLINE=1).")] = False,
+    offline: opt.Offline = False,
 ) -> None:
     """Fine-tune QualiCLIP's image encoder on your own clean photos (self-supervised, no ratings needed).
 
