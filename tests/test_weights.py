@@ -89,6 +89,24 @@ def test_unreachable_server_gives_one_line_advice(tiny_spec, monkeypatch):
     assert "\n" not in message and "qualiclip weights import" in message
 
 
+def test_score_says_where_it_downloads_from_before_trying(isolated_home, monkeypatch, tmp_path):
+    from PIL import Image
+
+    from cli_support import run_cli
+
+    monkeypatch.delenv("QUALICLIP_OFFLINE")
+    monkeypatch.setenv("QUALICLIP_WEIGHTS_URL", "http://127.0.0.1:9/qualiclip.pth")  # refused
+    image = tmp_path / "a.png"
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(image)
+    result = run_cli("score", image, "--format", "jsonl")
+    assert result.exit_code == 1
+    stderr = " ".join(result.stderr.split())  # Rich may wrap the long line
+    assert f"Weights not found in {isolated_home}; downloading http://127.0.0.1:9/qualiclip.pth" in stderr
+    # --weights, the environment or the cache: no announcement
+    monkeypatch.setenv("QUALICLIP_WEIGHTS", str(tmp_path / "missing.pth"))
+    assert "Weights not found" not in run_cli("score", image).stderr
+
+
 def test_offline_never_touches_network(tiny_bytes, tiny_spec, monkeypatch):
     with FileServer() as server:
         server.files["/qualiclip.pth"] = tiny_bytes

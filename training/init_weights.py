@@ -101,8 +101,7 @@ def resolve_openai(offline: bool = False, progress: W.ProgressCallback | None = 
             f"OpenAI CLIP RN50 weights are not in {cached.parent} and offline mode is on: download "
             f"{spec.download_url} on a connected machine and save it as {cached}"
         )
-    path = W.download_weights(spec=spec, progress=progress)
-    return W.ResolvedWeights(path, W.read_recorded_hash(path) or W.sha256_file(path), "download")
+    return W.downloaded(W.download_weights(spec=spec, progress=progress))
 
 
 def load_init(

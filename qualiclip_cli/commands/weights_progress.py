@@ -35,16 +35,14 @@ def download_bar(label: str = "Downloading QualiCLIP weights"):
 
 def resolve_with_progress(explicit: Path | None, offline: bool, hash_in_background: bool = False):
     """weights.resolve_weights, saying on stderr when it is about to download."""
-    import os
-
     from qualiclip_cli.core import weights as W
 
-    needs_download = not explicit and not os.environ.get("QUALICLIP_WEIGHTS") and not W.cached_weights_path().exists()
-    if needs_download and not W.offline_requested(offline):
-        stderr().print(f"Weights not found in {W.cached_weights_path().parent}; downloading {W.QUALICLIP.download_url}",
-                       highlight=False)
+    def announce(cache_dir: Path, url: str) -> None:
+        stderr().print(f"Weights not found in {cache_dir}; downloading {url}", highlight=False)
+
     with download_bar() as on_progress:
-        return W.resolve_weights(explicit, offline, progress=on_progress, hash_in_background=hash_in_background)
+        return W.resolve_weights(explicit, offline, progress=on_progress, hash_in_background=hash_in_background,
+                                 on_download_start=announce)
 
 
 def download_with_progress(force: bool = False):
@@ -53,4 +51,4 @@ def download_with_progress(force: bool = False):
 
     with download_bar() as on_progress:
         path = W.download_weights(progress=on_progress, force=force)
-    return W.ResolvedWeights(path, W.read_recorded_hash(path) or W.sha256_file(path), "download")
+    return W.downloaded(path)

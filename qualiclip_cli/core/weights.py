@@ -216,10 +216,12 @@ def resolve_weights(
     progress: ProgressCallback | None = None,
     spec: WeightsSpec = QUALICLIP,
     hash_in_background: bool = False,
+    on_download_start: Callable[[Path, str], None] | None = None,
 ) -> ResolvedWeights:
     """Find (or fetch) the weights file to use. Never touches the network when offline.
 
     ``hash_in_background``: hash (and verify) an existing file in a thread, see `ResolvedWeights`.
+    ``on_download_start(cache_dir, url)``: called when no file was found and a download is about to start.
     """
     def digest(fn: Callable[..., str], *args) -> str | Future:
         return _in_background(fn, *args) if hash_in_background else fn(*args)
@@ -239,7 +241,13 @@ def resolve_weights(
             f"no QualiCLIP weights in {cached.parent} and offline mode is on: download {spec.download_url} "
             f"on a connected machine, then run `qualiclip weights import FILE` (or pass --weights FILE)"
         )
-    path = download_weights(spec=spec, progress=progress)
+    if on_download_start:
+        on_download_start(cached.parent, spec.download_url)
+    return downloaded(download_weights(spec=spec, progress=progress))
+
+
+def downloaded(path: Path) -> ResolvedWeights:
+    """The ResolvedWeights of a file `download_weights` returned (its hash was recorded when it was installed)."""
     return ResolvedWeights(path, read_recorded_hash(path) or sha256_file(path), "download")
 
 
