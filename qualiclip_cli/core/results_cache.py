@@ -48,6 +48,24 @@ class FileIdentity:
         return cls(str(Path(path).absolute()), st.st_size, st.st_mtime_ns)
 
 
+_BUSY_SECONDS = 60.0
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the database to WAL. SQLite answers "database is locked" at once, without waiting for the busy
+    timeout, while another connection holds the lock this needs (two runs opening a new cache together:
+    about half of such starts failed), so wait for it here, up to the same timeout."""
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class ResultsCache:
     """One connection per instance; use as a context manager. Not shared across threads."""
 
@@ -60,9 +78,9 @@ class ResultsCache:
         self._rows: list[tuple] = []
         self._last_flush = time.monotonic()
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.db_path, timeout=60.0, isolation_level=None)
-        self._conn.execute("PRAGMA busy_timeout = 60000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn = sqlite3.connect(self.db_path, timeout=_BUSY_SECONDS, isolation_level=None)
+        self._conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_SECONDS * 1000)}")
+        _enable_wal(self._conn)
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.executescript(_SCHEMA)
         self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
