@@ -49,3 +49,21 @@ def test_importing_cli_does_not_import_torch():
 def test_version_and_unknown_command():
     assert run_cli("--version").stdout.startswith("qualiclip ")
     assert run_cli("frobnicate").exit_code == 2
+
+
+def test_scoring_commands_share_every_scoring_option():
+    """score, cull, sort and tag score first: each takes every ScoringChoices option, with the same flags."""
+    from dataclasses import fields
+
+    from qualiclip_cli.commands.app import app
+    from qualiclip_cli.commands.options import ScoringChoices
+
+    root = typer.main.get_command(app)
+    wanted = {f.name for f in fields(ScoringChoices)}
+    flags = {}
+    for name in ("score", "cull", "sort", "tag"):
+        params = {p.name: tuple(p.opts) for p in root.commands[name].params}
+        assert wanted <= set(params), (name, wanted - set(params))
+        flags[name] = {k: params[k] for k in wanted}
+    assert all(f == flags["score"] for f in flags.values())
+    assert flags["score"]["decoder"] == ("--decoder",)

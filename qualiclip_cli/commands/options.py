@@ -95,10 +95,14 @@ class ScoringChoices:
 
     @classmethod
     def from_params(cls, values: dict, extra_exclude: tuple[str, ...] | list[str] = ()) -> "ScoringChoices":
-        """From a command's parameters (pass `locals()`: those named like the fields), plus exclude globs."""
+        """From a command's parameters (pass `locals()`), plus exclude globs. Every field must be a parameter of
+        the command: a scoring command that forgot one would otherwise quietly score with its default."""
         from dataclasses import fields
 
-        kwargs = {f.name: values[f.name] for f in fields(cls) if f.name in values}
+        missing = [f.name for f in fields(cls) if f.name not in values]
+        if missing:
+            raise TypeError(f"scoring command lacks the shared options {', '.join(missing)}")
+        kwargs = {f.name: values[f.name] for f in fields(cls)}
         exclude = list(kwargs.get("exclude") or [])
         kwargs["exclude"] = exclude + [e for e in extra_exclude if e not in exclude]
         return cls(**kwargs)

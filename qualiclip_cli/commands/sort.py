@@ -47,6 +47,7 @@ def sort(
     device: opt.Device = "auto",
     precision: opt.Precision = "auto",
     workers: opt.Workers = None,
+    decoder: opt.Decoder = "auto",
     max_pixels: opt.MaxPixels = None,
     no_cache: opt.NoCache = False,
     rescore: opt.Rescore = False,
