@@ -82,6 +82,7 @@ def tag(
 def _predict_failures(plan) -> dict[int, str]:
     """For a dry run: the sidecars a real run could not merge (malformed, unreadable), found without writing."""
     from qualiclip_cli.core import xmp
+    from qualiclip_cli.core.curation import error_text
     from qualiclip_cli.core.errors import CurationError
 
     failures = {}
@@ -91,8 +92,6 @@ def _predict_failures(plan) -> dict[int, str]:
             continue
         try:
             xmp.merge_sidecar(sidecar.read_bytes(), op.tags, where=str(sidecar))
-        except CurationError as exc:
-            failures[index] = " ".join(str(exc).split())
-        except OSError as exc:
-            failures[index] = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        except (CurationError, OSError) as exc:
+            failures[index] = error_text(exc)  # worded as the real run would report it
     return failures

@@ -352,7 +352,7 @@ def execute(plan: Plan, command: str | None = None, argv: Sequence[str] = (),
             except JournalError:
                 raise
             except (QualiclipError, OSError) as exc:
-                error = _one_line(exc)
+                error = error_text(exc)
                 writer.op(index, journal.PHASE_FAILED, action=op.action, source=str(op.source),
                           destination=_str(op.destination), error=error)
                 result.outcomes.append(OpOutcome(index, op, "failed", error=error))
@@ -367,7 +367,8 @@ def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def _one_line(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
+    """The one-line reason a failed operation reports (also used to predict it in dry runs)."""
     if isinstance(exc, OSError) and not isinstance(exc, QualiclipError):
         text = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
     else:
@@ -475,7 +476,7 @@ def undo(run_id: str, journal_directory: str | os.PathLike | None = None) -> Und
         try:
             item = _undo_one(op)
         except (QualiclipError, OSError) as exc:
-            item = UndoItem(op.index, op.action, op.intent.get("source", ""), "problem", _one_line(exc))
+            item = UndoItem(op.index, op.action, op.intent.get("source", ""), "problem", error_text(exc))
         report.items.append(item)
     for op in reversed(log.ops):
         for folder in reversed(op.intent.get("created_dirs") or []):
