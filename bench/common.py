@@ -68,6 +68,28 @@ def photo_set(folder: Path, count: int, size: tuple[int, int], prefix: str = "IM
 RN50_TEXT = dict(width=512, layers=12, context=77, vocab=49408, embed=1024)
 
 
+def fill_folder(folder: Path, files: list[tuple[Path, str]], distinct: bool = False) -> Path:
+    """Put each (source, name) into `folder` unless already there: a hard link, or with `distinct` a copy.
+
+    The walk visits each file (device, inode) once, so hard links of one photo under several names are
+    scored once: a folder meant to hold N copies of a photo needs `distinct`.
+    """
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for source, name in files:
+        dest = folder / name
+        if dest.exists() and not (distinct and os.path.samefile(dest, source)):
+            continue
+        if distinct:
+            tmp = dest.with_name(dest.name + ".tmp")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, dest)
+        else:
+            os.link(source, dest)
+    return folder
+
+
 def full_size_weights(path: Path, seed: int = 0, calibrate_on: list[Path] | None = None) -> Path:
     """Random CLIP RN50 weights in the QualiCLIP layout (every tensor, real shapes, ~400 MB like the real file).
 

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    full_size_weights, max_diff, photo_set, reference_scores, run_cli,
+    fill_folder, full_size_weights, max_diff, photo_set, reference_scores, run_cli,
 )
 
 
@@ -76,12 +75,7 @@ def main() -> int:
     ref12, ref12_s = reference_scores(weights, photos12[:n_ref12])
     row("reference loop 12 MP", n_ref12, ref12_s * n_ref12, float("nan"), "in-process, excludes imports", cli=False)
     ref12_by_name = {p.name: s for p, s in zip(photos12, ref12)}
-    sub12 = out / "photos_12mp_ref"
-    sub12.mkdir(exist_ok=True)
-    for p in photos12[:n_ref12]:
-        link = sub12 / p.name
-        if not link.exists():
-            os.link(p, link)
+    sub12 = fill_folder(out / "photos_12mp_ref", [(p, p.name) for p in photos12[:n_ref12]])
     log("same-score mode, 12 MP …")
     same12 = run_cli("same-score 12 MP", ["score", sub12, "--max-side", "0", "--precision", "fp32", *common], env)
     same12_steady = row(same12.name, n_ref12, same12.seconds, same12.peak_rss_mb, "CLI, end to end")
@@ -95,15 +89,9 @@ def main() -> int:
     steady = {run.name: row(run.name, n12, run.seconds, run.peak_rss_mb, "CLI, end to end")
               for run in (default_auto, default_fp32, draft, bf16, fp16)}
     # A shoot-sized folder (each photo copied 3 times; no cache) for an end-to-end rate where the one-off
-    # start-up weighs what it does in real use, not a third of the run as with 12 photos. Copies, not hard
-    # links: the walk visits each file (inode) once.
-    shoot_dir = out / "photos_12mp_shoot"
-    shoot_dir.mkdir(exist_ok=True)
-    for copy in range(3):
-        for p in photos12:
-            dest = shoot_dir / f"{p.stem}_{copy}{p.suffix}"
-            if not dest.exists() or dest.stat().st_size != p.stat().st_size:
-                shutil.copyfile(p, dest)
+    # start-up weighs what it does in real use, not a third of the run as with 12 photos.
+    shoot_dir = fill_folder(out / "photos_12mp_shoot",
+                            [(p, f"{p.stem}_{copy}{p.suffix}") for copy in range(3) for p in photos12], distinct=True)
     n_shoot = 3 * n12
     log(f"default policy, {n_shoot} photos end to end …")
     shoot = run_cli(f"default, {n_shoot} × 12 MP end to end", ["score", shoot_dir, *common], env)
@@ -116,11 +104,7 @@ def main() -> int:
     # --- memory: flat in the number of files; a 200 MP image at native size
     log("memory checks …")
     small = photo_set(out / "small_2000", 2000 if not args.quick else 100, (160, 120), prefix="S")
-    sub200 = out / "small_200"
-    sub200.mkdir(exist_ok=True)
-    for p in small[:200 if not args.quick else 10]:
-        if not (sub200 / p.name).exists():
-            os.link(p, sub200 / p.name)
+    sub200 = fill_folder(out / "small_200", [(p, p.name) for p in small[:200 if not args.quick else 10]])
     mem200 = run_cli("200 small files", ["score", sub200, *common], env)
     mem2000 = run_cli("2000 small files", ["score", out / "small_2000", *common], env)
     huge = out / "huge" / "huge_200mp.jpg"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, full_size_weights, make_photo, max_diff, run_cli  # noqa: E402
+from common import REPO, fill_folder, full_size_weights, make_photo, max_diff, run_cli  # noqa: E402
 
 RESULTS: dict = {}
 DEVICE = "cuda"  # --smoke runs every step on the CPU with tiny inputs, to check the script without a GPU
@@ -80,13 +80,9 @@ def prepare(out: Path, n_photos: int, copies: int) -> tuple[Path, list[Path], Pa
     jobs = [(src / f"IMG_{i:04d}.jpg", PHOTO_SIZE, i) for i in range(n_photos)]
     with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
         unique = list(pool.map(_make, jobs))
-    many = out / "photos_12mp_many"
-    many.mkdir(exist_ok=True)
-    for c in range(copies):
-        for p in unique:
-            link = many / f"c{c}_{p.name}"
-            if not link.exists():
-                os.link(p, link)
+    # Copies, not hard links: the walk scores each file (inode) once, so links would all count as one photo.
+    many = fill_folder(out / "photos_12mp_many", [(p, f"c{c}_{p.name}") for c in range(copies) for p in unique],
+                       distinct=True)
     weights = full_size_weights(out / "random_rn50_qualiclip.pth", calibrate_on=unique[:6])
     return many, unique, weights
 
@@ -163,11 +159,7 @@ def end_to_end(many: Path, unique: list[Path], weights: Path, out: Path) -> dict
     env = {"QUALICLIP_HOME": str(out / "home"), "QUALICLIP_OFFLINE": "1"}
     common = ["--format", "jsonl", "--no-cache", "--weights", str(weights), "--device", DEVICE]
     res, runs = {}, {}
-    native = out / "native_subset"
-    native.mkdir(exist_ok=True)
-    for p in unique[:32]:
-        if not (native / p.name).exists():
-            os.link(p, native / p.name)
+    native = fill_folder(out / "native_subset", [(p, p.name) for p in unique[:32]])
     plans = [
         ("default policy, auto precision", [many] + (["--decoder", "nvjpeg"] if DEVICE == "cpu" else [])),
         ("default policy, auto precision, --decoder pillow", [many, "--decoder", "pillow"]),
