@@ -98,7 +98,7 @@ def full_size_weights(path: Path, seed: int = 0, calibrate_on: list[Path] | None
     """
     import torch
 
-    from qualiclip_cli.core.architecture import RN50, ModifiedResNet
+    from qualiclip_cli.core.model.architecture import RN50, ModifiedResNet
 
     if path.exists():
         return path
@@ -146,7 +146,7 @@ def full_size_weights(path: Path, seed: int = 0, calibrate_on: list[Path] | None
 def _calibrate_batchnorm(visual, images: list[Path], side: int = 320) -> None:
     import torch
 
-    from qualiclip_cli.core.prompts import CLIP_MEAN, CLIP_STD
+    from qualiclip_cli.core.model.prompts import CLIP_MEAN, CLIP_STD
 
     for m in visual.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -171,9 +171,9 @@ def reference_scores(weights_path: Path, images: list[Path]) -> tuple[list[float
     one image at a time, no BN folding, no channels-last. Returns (scores, seconds per image)."""
     import torch
 
-    from qualiclip_cli.core.architecture import reference_attention_pool
-    from qualiclip_cli.core.model import QualiCLIP, scores_from_features
-    from qualiclip_cli.core.weights import load_weights_dict
+    from qualiclip_cli.core.model.architecture import reference_attention_pool
+    from qualiclip_cli.core.model.qualiclip import QualiCLIP, scores_from_features
+    from qualiclip_cli.core.model.layout import load_weights_dict
 
     model = QualiCLIP.from_weights(load_weights_dict(weights_path, mmap=False)).eval()
     mean, std = model.mean, model.std

@@ -91,7 +91,8 @@ def prepare(out: Path, n_photos: int, copies: int) -> tuple[Path, list[Path], Pa
 def model_ceiling(weights: Path) -> dict:
     import torch
 
-    from qualiclip_cli.core.model import load_qualiclip, prepare_for_inference
+    from qualiclip_cli.core.model.qualiclip import load_qualiclip
+    from qualiclip_cli.core.model.inference import prepare_for_inference
 
     res = {}
     for precision, batch, size in MODEL_SHAPES:
@@ -119,7 +120,7 @@ def model_ceiling(weights: Path) -> dict:
 def decode_ceiling(photos: list[Path]) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
-    from qualiclip_cli.core.decode import decode_image
+    from qualiclip_cli.core.images.decode import decode_image
 
     res = {}
     start = time.perf_counter()
@@ -127,7 +128,7 @@ def decode_ceiling(photos: list[Path]) -> dict:
         list(pool.map(lambda p: decode_image(p, 1024), photos))
     res["pillow decode+resize, threads=cpus"] = round(len(photos) / (time.perf_counter() - start), 1)
     try:
-        from qualiclip_cli.core import gpu_decode
+        from qualiclip_cli.core.images import gpu_decode
 
         items = [gpu_decode.read_jpeg_bytes(p) for p in photos]
         for batch in (16, 64):
@@ -189,8 +190,9 @@ def gpu_vs_cpu(unique: list[Path], weights: Path) -> dict:
 
     import torch
 
-    from qualiclip_cli.core.decode import decode_image
-    from qualiclip_cli.core.model import load_qualiclip, prepare_for_inference
+    from qualiclip_cli.core.images.decode import decode_image
+    from qualiclip_cli.core.model.qualiclip import load_qualiclip
+    from qualiclip_cli.core.model.inference import prepare_for_inference
 
     subset = unique[:2]
     ref, _ = reference_scores(weights, subset)  # CPU, fp32, reference loop

@@ -86,7 +86,7 @@ def main() -> int:
 
     import torch
 
-    from qualiclip_cli.core.gpu_decode import (
+    from qualiclip_cli.core.images.gpu_decode import (
         JpegBytes, _decode, quiet_torchvision_io, decode_resize_batch, read_jpeg_bytes,
     )
 

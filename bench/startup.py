@@ -27,9 +27,10 @@ from qualiclip_cli.commands import app
 marks["import CLI"] = time.perf_counter()
 import torch
 marks["import torch"] = time.perf_counter()
-from qualiclip_cli.core import weights as W
-from qualiclip_cli.core.model import load_qualiclip, prepare_for_inference
-from qualiclip_cli.core.decode import decode_image
+from qualiclip_cli.core.model import weights as W
+from qualiclip_cli.core.model.qualiclip import load_qualiclip
+from qualiclip_cli.core.model.inference import prepare_for_inference
+from qualiclip_cli.core.images.decode import decode_image
 marks["import core"] = time.perf_counter()
 digest = W.sha256_file(sys.argv[1])
 marks["weights SHA-256"] = time.perf_counter()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from qualiclip_cli.core.architecture import RN50, ModifiedResNet, VisualConfig, reference_attention_pool
+from qualiclip_cli.core.model.architecture import RN50, ModifiedResNet, VisualConfig, reference_attention_pool
 
 
 def _open_clip_visual(cfg: VisualConfig):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qualiclip_cli.core.errors import UsageError
-from qualiclip_cli.core.weights import load_weights_dict
+from qualiclip_cli.core.model.layout import load_weights_dict
 from training.checkpoint import atomic_torch_save, load_checkpoint, rng_state, set_rng_state
 from training.config import TrainConfig
 from training.trainer import train

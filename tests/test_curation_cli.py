@@ -131,7 +131,7 @@ def test_second_cull_scores_nothing_again_and_never_walks_the_quarantine(tmp_pat
     first = cli("cull", root, "--keep-top", "3", "-a", "move", weights=tiny_weights_file)
     assert first.exit_code == 0 and os.listdir(root / "_rejected") == [worst[0]]
 
-    import qualiclip_cli.core.decode as decode
+    import qualiclip_cli.core.images.decode as decode
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded a file that was cached")
@@ -230,7 +230,7 @@ def test_sort_prints_the_ranking_best_first(tmp_path, tiny_weights_file):
 
 
 def test_sort_into_tier_folders_copies_and_undo_removes_the_copies(tmp_path, tiny_weights_file):
-    from qualiclip_cli.core.selection import assign_tier, tier_folder
+    from qualiclip_cli.core.curation.selection import assign_tier, tier_folder
 
     root = _shoot(tmp_path / "work" / "shoot")
     scores = _scores(root, tiny_weights_file)
@@ -293,7 +293,7 @@ def _exiftool(*paths):
 
 
 def test_tag_writes_sidecars_exiftool_reads_and_merges_foreign_ones(tmp_path, tiny_weights_file):
-    from qualiclip_cli.core.selection import assign_tier
+    from qualiclip_cli.core.curation.selection import assign_tier
 
     root = _shoot(tmp_path / "work" / "shoot")
     scores = _scores(root, tiny_weights_file)
@@ -433,7 +433,7 @@ def test_trash_and_undo_in_a_real_process(tmp_path, tiny_weights_file):
 
 
 def test_interrupted_cull_names_the_run_and_undo_restores(tmp_path, tiny_weights_file, monkeypatch):
-    from qualiclip_cli.core import fileops
+    from qualiclip_cli.core.curation import fileops
 
     root = _shoot(tmp_path / "work" / "shoot")
     _scores(root, tiny_weights_file)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from qualiclip_cli.core.weights import load_weights_dict
+from qualiclip_cli.core.model.layout import load_weights_dict
 from training.config import TrainConfig
 from training.trainer import train
 from training_support import write_photos

@@ -11,16 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin, features
 
-from qualiclip_cli.core import decode as decode_mod
-from qualiclip_cli.core.decode import (
-    DECODE_PIXEL_LIMIT,
-    MIN_SIDE,
-    DecodedImage,
-    decode_image,
-    policy_identity,
-    resize_bicubic,
-    scaled_size,
-)
+from qualiclip_cli.core.images import decode as decode_mod
+from qualiclip_cli.core.images import policy as policy_mod
+from qualiclip_cli.core.images.policy import DECODE_PIXEL_LIMIT, MIN_SIDE, policy_identity, scaled_size
+from qualiclip_cli.core.images.decode import DecodedImage, decode_image, resize_bicubic
 from qualiclip_cli.core.errors import ImageError
 
 
@@ -440,7 +434,7 @@ def test_max_pixels_and_jpeg_draft_allowance(tmp_path, astronaut, monkeypatch):
     d = decode_image(p, 512, draft=True, max_pixels=1_000_000)  # decoded at 1/2 scale: 1000×750
     assert (d.width, d.height) == (512, 384)
     # The hard limit follows the same rule: a JPEG is judged by its DCT-scaled size.
-    monkeypatch.setattr(decode_mod, "DECODE_PIXEL_LIMIT", 500_000)
+    monkeypatch.setattr(policy_mod, "DECODE_PIXEL_LIMIT", 500_000)
     assert decode_image(p, 256, draft=True).width == 256  # 1/4 scale: 500×375
     with pytest.raises(ImageError, match=r"1000×750 px \(0.8 MP\) even at 1/2 JPEG scale, above the 0.5 MP decode"):
         decode_image(p, 1000, draft=True)
@@ -536,7 +530,7 @@ def test_negative_max_side_is_a_programming_error(tmp_path):
 
 def test_module_does_not_import_torch():
     code = (
-        "import sys; import qualiclip_cli.core.decode, qualiclip_cli.core.discovery; "
+        "import sys; import qualiclip_cli.core.images.decode, qualiclip_cli.core.images.discovery; "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

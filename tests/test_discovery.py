@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qualiclip_cli.core import discovery
-from qualiclip_cli.core.discovery import IMAGE_EXTENSIONS, Found, find_images, is_image_name
+from qualiclip_cli.core.images import discovery
+from qualiclip_cli.core.images.discovery import IMAGE_EXTENSIONS, Found, find_images, is_image_name
 
 
 def _touch(root: Path, *names: str) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cli_support import run_cli
-from qualiclip_cli.core.scoring import ScoreOptions
+from qualiclip_cli.core.pipeline.options import ScoreOptions
 from training.evaluate import (
     evaluate_mos,
     evaluate_synthetic,
@@ -37,9 +37,10 @@ def second_weights(tmp_path_factory):
 
 
 def scores_of(weights, photos):
-    from qualiclip_cli.core.discovery import Found
-    from qualiclip_cli.core.scoring import Scorer
-    from qualiclip_cli.core.weights import ResolvedWeights, sha256_file
+    from qualiclip_cli.core.images.discovery import Found
+    from qualiclip_cli.core.pipeline.scorer import Scorer
+    from qualiclip_cli.core.model.weights import ResolvedWeights
+    from qualiclip_cli.core.hashing import sha256_file
 
     scorer = Scorer(ResolvedWeights(weights, sha256_file(weights), "argument"), ScoreOptions(use_cache=False))
     files = sorted(photos.iterdir())

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from curation_support import sha, write
-from qualiclip_cli.core import fileops
+from qualiclip_cli.core.curation import fileops, trash
 from qualiclip_cli.core.errors import CurationError
 
 MTIME = 1_600_000_000
@@ -106,7 +106,7 @@ def test_trash_failure_never_deletes(photo, monkeypatch):
 
     monkeypatch.setattr(send2trash, "send2trash", broken)
     with pytest.raises(CurationError, match="could not move to the system trash"):
-        fileops.trash_file(photo)
+        trash.trash_file(photo)
     assert photo.read_bytes() == b"photo-bytes"
 
 

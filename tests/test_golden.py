@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from qualiclip_cli.core.model import load_qualiclip, split_weights
-from qualiclip_cli.core.prompts import CLIP_MEAN, CLIP_STD, PROMPTS
-from qualiclip_cli.core.weights import load_weights_dict
+from qualiclip_cli.core.model.qualiclip import load_qualiclip
+from qualiclip_cli.core.model.layout import split_weights
+from qualiclip_cli.core.model.prompts import CLIP_MEAN, CLIP_STD, PROMPTS
+from qualiclip_cli.core.model.layout import load_weights_dict
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_scores_match_golden(golden, reference, scorer, name):
 
 
 def test_tokenizer_and_text_tower_reproduce_prompt_features(golden, reference):
-    from qualiclip_cli.core.text_tower import build_open_clip, prompt_features, tokenize_prompts
+    from qualiclip_cli.core.model.text_tower import build_open_clip, prompt_features, tokenize_prompts
 
     weights = load_weights_dict(golden / "tiny_qualiclip.pth")
     clip_sd, stored = split_weights(weights)

@@ -13,17 +13,13 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from qualiclip_cli.core.decode import MIN_SIDE, decode_image, policy_identity, scaled_size
+from qualiclip_cli.core.images.policy import MIN_SIDE, policy_identity, scaled_size
+from qualiclip_cli.core.images.decode import decode_image
 from qualiclip_cli.core.errors import ImageError
-from qualiclip_cli.core.gpu_decode import (
-    Fallback,
-    GpuDecodeError,
-    JpegBytes,
-    decode_resize_batch,
-    gpu_policy_identity,
-    orient,
-    read_jpeg_bytes,
+from qualiclip_cli.core.images.gpu_decode import (
+    Fallback, GpuDecodeError, JpegBytes, decode_resize_batch, orient, read_jpeg_bytes,
 )
+from qualiclip_cli.core.images.policy import gpu_policy_identity
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # Pixel bounds (mean |diff| over all pixels and channels, max |diff|) against Pillow, per device.
@@ -318,7 +314,7 @@ def test_scores_match_the_pillow_path(tmp_path, tiny_weights_file, device):
     """
     from skimage import data
 
-    from qualiclip_cli.core.model import load_qualiclip
+    from qualiclip_cli.core.model.qualiclip import load_qualiclip
 
     max_side = 768  # below the default 1024 to keep the CPU forwards short; 1600 px photos still downscale
     items, no_draft, draft = [], [], []

@@ -9,9 +9,12 @@ import sys
 import pytest
 
 from curation_support import REPO_ROOT, record, snapshot, write
-from qualiclip_cli.core import curation, fileops, journal
+from qualiclip_cli.core.curation import fileops, journal
+from qualiclip_cli.core.curation.execute import execute
+from qualiclip_cli.core.curation.plan import plan_cull, plan_rank_prefix, plan_sort_into, plan_tag
+from qualiclip_cli.core.curation.undo import undo
 from qualiclip_cli.core.errors import CurationError, JournalError
-from qualiclip_cli.core.selection import CullCriteria
+from qualiclip_cli.core.curation.selection import CullCriteria
 
 
 class Crash(BaseException):
@@ -46,16 +49,16 @@ def shoot(tmp_path):
 def cull(shoot, **kw):
     root, records = shoot
     kw.setdefault("action", "move")
-    return curation.plan_cull(records, CullCriteria(below=kw.pop("below", 0.4)), roots=[root], **kw)
+    return plan_cull(records, CullCriteria(below=kw.pop("below", 0.4)), roots=[root], **kw)
 
 
 def test_dry_run_plans_touch_nothing(shoot, home, tmp_path):
     root, records = shoot
     before = snapshot(tmp_path, include_dirs=True)
     plans = [cull(shoot), cull(shoot, action="trash"), cull(shoot, action="copy", quarantine_dir=tmp_path / "q"),
-             curation.plan_sort_into(records, tmp_path / "sorted", mode="move"),
-             curation.plan_rank_prefix(records),
-             curation.plan_tag(records, "ab" * 32, "policy")]
+             plan_sort_into(records, tmp_path / "sorted", mode="move"),
+             plan_rank_prefix(records),
+             plan_tag(records, "ab" * 32, "policy")]
     lines = [line for p in plans for line in p.describe()]
     assert len(lines) > 20
     assert snapshot(tmp_path, include_dirs=True) == before
@@ -64,7 +67,7 @@ def test_dry_run_plans_touch_nothing(shoot, home, tmp_path):
 
 def test_plan_renders_like_the_run(shoot, home):
     plan = cull(shoot)
-    result = curation.execute(plan, argv=["cull", "--below", "0.4"])
+    result = execute(plan, argv=["cull", "--below", "0.4"])
     assert [o.describe() for o in result.outcomes] == plan.describe()
 
 
@@ -72,7 +75,7 @@ def test_move_and_undo_restore_the_tree_byte_identical(shoot, home, tmp_path):
     root, records = shoot
     before = snapshot(root, include_dirs=True)
     plan = cull(shoot)
-    result = curation.execute(plan, command="cull", argv=["cull", str(root), "--below", "0.4"])
+    result = execute(plan, command="cull", argv=["cull", str(root), "--below", "0.4"])
     assert result.counts()["done"] == len(plan) and not result.failures
     rejected = root / "_rejected"
     # photos keep their relative layout, siblings travel with them
@@ -81,19 +84,19 @@ def test_move_and_undo_restore_the_tree_byte_identical(shoot, home, tmp_path):
         assert (rejected / rel).is_file() and not (root / rel).exists(), rel
     assert (root / "a/IMG_2.jpg").exists() and (root / "c/broken.jpg").exists()
 
-    report = curation.undo(result.run_id)
+    report = undo(result.run_id)
     assert report.complete and len(report.restored) == len(plan)
     assert snapshot(root, include_dirs=True) == before  # paths, contents, mtimes; _rejected/ gone too
     (summary,) = journal.history()
     assert summary.run_id == result.run_id and summary.undone == "complete" and summary.finished
     assert summary.command == "cull" and summary.counts["done"] == len(plan)
     with pytest.raises(JournalError, match="already undone"):
-        curation.undo(result.run_id)
+        undo(result.run_id)
 
 
 def test_journal_lines(shoot, home):
     root, _ = shoot
-    result = curation.execute(cull(shoot), command="cull", argv=["cull", str(root)], cwd="/somewhere")
+    result = execute(cull(shoot), command="cull", argv=["cull", str(root)], cwd="/somewhere")
     lines = [json.loads(x) for x in result.journal_path.read_text().splitlines()]
     header = lines[0]
     assert result.journal_path.parent == home / "state" / "journal"
@@ -116,9 +119,9 @@ def test_collisions_are_numbered_with_their_siblings(shoot, home):
     assert dests["IMG_1.jpg"] == "IMG_1 (1).jpg"
     assert dests["IMG_1.xmp"] == "IMG_1 (1).xmp" and dests["IMG_1.CR2.xmp"] == "IMG_1 (1).CR2.xmp"
     before = snapshot(root)
-    run = curation.execute(plan)
+    run = execute(plan)
     assert (root / "_rejected/a/IMG_1.jpg").read_bytes() == b"an older reject"
-    curation.undo(run.run_id)
+    undo(run.run_id)
     assert snapshot(root) == before
 
 
@@ -130,7 +133,7 @@ def test_refuse_mode_skips_at_plan_time_and_fails_at_run_time(shoot, home):
     assert all(op.source.parent != root / "a" for op in plan)  # its siblings stay too
     # a destination that appears after planning: the operation fails, nothing is overwritten
     write(root / "_rejected/b/IMG_3.jpg", b"appeared")
-    result = curation.execute(plan)
+    result = execute(plan)
     failed = {o.operation.source.name for o in result.failures}
     skipped = {o.operation.source.name for o in result.outcomes if o.status == "skipped"}
     assert failed == {"IMG_3.jpg"} and skipped == {"IMG_3.jpg.xmp"}
@@ -142,7 +145,7 @@ def test_destination_taken_after_planning_gets_a_new_number(shoot, home):
     root, _ = shoot
     plan = cull(shoot)
     write(root / "_rejected/IMG_5.jpg", b"appeared")
-    result = curation.execute(plan)
+    result = execute(plan)
     (moved,) = [o for o in result.outcomes if o.operation.source.name == "IMG_5.jpg"]
     assert moved.destination.name == "IMG_5 (1).jpg"
     assert (root / "_rejected/IMG_5.jpg").read_bytes() == b"appeared"
@@ -155,9 +158,9 @@ def test_cross_filesystem_run_and_undo(shoot, home, monkeypatch):
     real = fileops._copy_verified
     monkeypatch.setattr(fileops, "_copy_verified", lambda *a: (used.append(a[0]), real(*a))[1])
     before = snapshot(root, include_dirs=True)
-    run = curation.execute(cull(shoot))
+    run = execute(cull(shoot))
     assert len(used) == run.counts()["done"] > 0
-    curation.undo(run.run_id)
+    undo(run.run_id)
     assert len(used) == 2 * run.counts()["done"]  # undo went through the verified copy too
     assert snapshot(root, include_dirs=True) == before
 
@@ -165,11 +168,11 @@ def test_cross_filesystem_run_and_undo(shoot, home, monkeypatch):
 def test_copy_quarantine_and_undo(shoot, home, tmp_path):
     root, _ = shoot
     before = snapshot(root)
-    run = curation.execute(cull(shoot, action="copy", quarantine_dir=tmp_path / "q"))
+    run = execute(cull(shoot, action="copy", quarantine_dir=tmp_path / "q"))
     assert (tmp_path / "q/a/IMG_1.CR2").read_bytes() == (root / "a/IMG_1.CR2").read_bytes()
     assert snapshot(root) == before
     (root / "b/IMG_4.png").write_bytes(b"edited original")  # its copy is then the only old version
-    report = curation.undo(run.run_id)
+    report = undo(run.run_id)
     assert [i.path for i in report.problems] == [str(root / "b/IMG_4.png")]
     assert (tmp_path / "q/b/IMG_4.png").exists()
     assert sorted(str(p.relative_to(tmp_path / "q")) for p in (tmp_path / "q").rglob("*") if p.is_file()) == [
@@ -179,15 +182,15 @@ def test_copy_quarantine_and_undo(shoot, home, tmp_path):
 
 def test_undo_reports_an_occupied_source_and_can_be_rerun(shoot, home):
     root, _ = shoot
-    run = curation.execute(cull(shoot))
+    run = execute(cull(shoot))
     write(root / "IMG_5.jpg", b"a new file with the old name")
-    report = curation.undo(run.run_id)
+    report = undo(run.run_id)
     assert [i.path for i in report.problems] == [str(root / "IMG_5.jpg")]
     assert (root / "_rejected/IMG_5.jpg").exists()
     assert (root / "IMG_5.jpg").read_bytes() == b"a new file with the old name"
     assert journal.latest_run_id() == run.run_id  # partially undone runs are still offered
     (root / "IMG_5.jpg").rename(root / "elsewhere.jpg")
-    assert curation.undo(run.run_id).complete
+    assert undo(run.run_id).complete
     assert (root / "IMG_5.jpg").exists() and not (root / "_rejected").exists()
 
 
@@ -201,7 +204,7 @@ def test_sibling_stays_when_its_photo_fails(shoot, home, monkeypatch):
         return real(src, *a, **k)
 
     monkeypatch.setattr(fileops, "move_file", flaky)
-    result = curation.execute(cull(shoot))
+    result = execute(cull(shoot))
     status = {o.operation.source.name: o.status for o in result.outcomes}
     assert status["IMG_1.jpg"] == "failed"
     assert status["IMG_1.xmp"] == status["IMG_1.CR2"] == status["IMG_1.CR2.xmp"] == "skipped"
@@ -245,7 +248,7 @@ def test_interrupted_step_is_undone(shoot, home, monkeypatch, where):
             m.setattr(fileops, "same_filesystem", lambda a, b: False)
             m.setattr(fileops, "_copy_verified", _die_after(fileops._copy_verified, lambda src, *a: str(src) == source))
         with pytest.raises(Crash):
-            curation.execute(cull(shoot))
+            execute(cull(shoot))
     (run_id,) = journal.run_ids()
     log = journal.read_run(run_id)
     assert log.end is None and log.ops[-1].phase == "intent"
@@ -260,23 +263,23 @@ def test_interrupted_step_is_undone(shoot, home, monkeypatch, where):
         assert os.path.samefile(src, dst)
     elif where == "cross_fs_before_remove":
         assert not os.path.samefile(src, dst)
-    report = curation.undo(run_id)
+    report = undo(run_id)
     assert report.complete, report.problems
     assert snapshot(root, include_dirs=True) == before
 
 
 def test_torn_last_line_is_ignored(shoot, home):
-    run = curation.execute(cull(shoot))
+    run = execute(cull(shoot))
     with open(run.journal_path, "ab") as f:
         f.write(b'{"type": "op", "index": 99, "pha')
     assert journal.read_run(run.run_id).counts()["done"] == run.counts()["done"]
-    assert curation.undo(run.run_id).complete
+    assert undo(run.run_id).complete
     assert journal.read_run(run.run_id).undone == "complete"
 
 
 def test_unknown_or_bad_run_ids(home):
     with pytest.raises(JournalError):
-        curation.undo("20990101T000000.000000Z-abcdef")
+        undo("20990101T000000.000000Z-abcdef")
     with pytest.raises(JournalError):
         journal.read_run("../../etc/passwd")
     assert journal.history() == [] and journal.latest_run_id() is None
@@ -285,7 +288,7 @@ def test_unknown_or_bad_run_ids(home):
 def test_list_only_plan_is_not_journaled(shoot, home):
     plan = cull(shoot, action="list")
     assert [op.source.name for op in plan] == ["IMG_5.jpg", "IMG_1.jpg", "IMG_3.jpg", "IMG_4.png"]
-    result = curation.execute(plan)
+    result = execute(plan)
     assert result.run_id is None and result.counts()["listed"] == 4
     assert not home.exists()
 
@@ -293,35 +296,37 @@ def test_list_only_plan_is_not_journaled(shoot, home):
 def test_sort_into_tiers_and_undo(shoot, home, tmp_path):
     root, records = shoot
     before = snapshot(root, include_dirs=True)
-    run = curation.execute(curation.plan_sort_into(records, tmp_path / "sorted", mode="move"))
+    run = execute(plan_sort_into(records, tmp_path / "sorted", mode="move"))
     sorted_files = sorted(str(p.relative_to(tmp_path / "sorted")) for p in (tmp_path / "sorted").rglob("*.*"))
     assert "1-poor/IMG_1.jpg" in sorted_files and "1-poor/IMG_1.CR2.xmp" in sorted_files
     assert "5-excellent/IMG_2.jpg" in sorted_files and "2-fair/IMG_3.jpg.xmp" in sorted_files
     assert "2-fair/IMG_4.png" in sorted_files
     assert (root / "c/broken.jpg").exists()
-    curation.undo(run.run_id)
+    undo(run.run_id)
     assert snapshot(root, include_dirs=True) == before and not (tmp_path / "sorted").exists()
 
 
 def test_rank_prefix_renames_in_place_and_undo(shoot, home):
     root, records = shoot
     before = snapshot(root)
-    run = curation.execute(curation.plan_rank_prefix(records))
+    run = execute(plan_rank_prefix(records))
     names = sorted(p.name for p in (root / "a").iterdir())
     assert names == ["0001_IMG_2.jpg", "0004_IMG_1.CR2", "0004_IMG_1.CR2.xmp", "0004_IMG_1.jpg", "0004_IMG_1.xmp"]
     assert (root / "0005_IMG_5.jpg").exists()
-    curation.undo(run.run_id)
+    undo(run.run_id)
     assert snapshot(root) == before
 
 
 TRASH_SCRIPT = """
 import json, sys
-from qualiclip_cli.core import curation
+from qualiclip_cli.core.curation.execute import execute
+from qualiclip_cli.core.curation.plan import plan_cull, plan_rank_prefix, plan_sort_into, plan_tag
+from qualiclip_cli.core.curation.undo import undo
 from qualiclip_cli.core.records import ScoreRecord
-from qualiclip_cli.core.selection import CullCriteria
+from qualiclip_cli.core.curation.selection import CullCriteria
 recs = [ScoreRecord(path=p, score=s) for p, s in json.loads(sys.argv[1])]
-plan = curation.plan_cull(recs, CullCriteria(below=0.4), action="trash", roots=[sys.argv[2]])
-print(curation.execute(plan, command="cull").run_id)
+plan = plan_cull(recs, CullCriteria(below=0.4), action="trash", roots=[sys.argv[2]])
+print(execute(plan, command="cull").run_id)
 """
 
 
@@ -346,14 +351,14 @@ def test_trash_and_undo_restores_from_the_freedesktop_trash(shoot, home, tmp_pat
 
     monkeypatch.setenv("XDG_DATA_HOME", str(data_home))
     monkeypatch.setenv("HOME", str(user_home))
-    report = curation.undo(run_id)
+    report = undo(run_id)
     assert report.complete, report.problems
     assert snapshot(root, include_dirs=True) == before
     assert list((trash / "files").iterdir()) == [] and list((trash / "info").iterdir()) == []
 
 
 def test_history_lists_an_unreadable_run_instead_of_failing(shoot, home):
-    run = curation.execute(cull(shoot))
+    run = execute(cull(shoot))
     broken = run.journal_path.with_name("20000101T000000.000000Z-000000.jsonl")
     broken.write_text('{"type": "op"}\nnot json\n{"type": "end"}\n')
     summaries = journal.history()
@@ -372,18 +377,18 @@ def test_killed_after_reserving_a_name_without_hard_links(shoot, home, monkeypat
         m.setattr(fileops, "rename_no_clobber",
                   _die_when(fileops.rename_no_clobber, lambda old, *a: str(old) == source))
         with pytest.raises(Crash):
-            curation.execute(cull(shoot))
+            execute(cull(shoot))
     (root / "_rejected/b/IMG_3.jpg").write_bytes(b"")  # the reservation the kill left behind
-    report = curation.undo(journal.run_ids()[0])
+    report = undo(journal.run_ids()[0])
     assert report.complete, report.problems
     assert snapshot(root, include_dirs=True) == before
 
 
 def test_undo_leaves_a_file_edited_in_quarantine(shoot, home):
     root, _ = shoot
-    run = curation.execute(cull(shoot))
+    run = execute(cull(shoot))
     (root / "_rejected/b/IMG_4.png").write_bytes(b"retouched after the cull")
-    report = curation.undo(run.run_id)
+    report = undo(run.run_id)
     assert [(i.path, "changed since the run" in i.message) for i in report.problems] == [
         (str(root / "b/IMG_4.png"), True)]
     assert (root / "_rejected/b/IMG_4.png").read_bytes() == b"retouched after the cull"

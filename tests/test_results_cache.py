@@ -8,7 +8,7 @@ import time
 _OPEN_AND_STORE = """
 import sys, time
 from qualiclip_cli.core.records import ScoreRecord
-from qualiclip_cli.core.results_cache import FileIdentity, ResultsCache
+from qualiclip_cli.core.pipeline.cache import FileIdentity, ResultsCache
 start = float(sys.argv[2])
 while time.time() < start:
     pass

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cli_support import make_photo_dir, natural_image, run_cli, run_process
-from qualiclip_cli.core.records import read_records
+from qualiclip_cli.commands.formats import read_records
 
 
 def _jsonl(text):
@@ -144,7 +144,7 @@ def test_cache_hit_decodes_nothing_and_returns_same_numbers(tmp_path, tiny_weigh
     make_photo_dir(tmp_path / "p")
     first = _jsonl(run_cli("score", tmp_path / "p", "--format", "jsonl", "--details", "--weights", tiny_weights_file).stdout)
 
-    import qualiclip_cli.core.decode as decode
+    import qualiclip_cli.core.images.decode as decode
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded a file that was cached")
@@ -161,7 +161,7 @@ def test_cache_invalidation(tmp_path, tiny_weights_file, monkeypatch):
 
     paths = make_photo_dir(tmp_path / "p")
     run_cli("score", tmp_path / "p", "--format", "jsonl", "--weights", tiny_weights_file)
-    import qualiclip_cli.core.decode as decode
+    import qualiclip_cli.core.images.decode as decode
 
     real = decode.decode_image
     decoded = []

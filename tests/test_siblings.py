@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from qualiclip_cli.core.siblings import find_siblings, renamed_sibling
+from qualiclip_cli.core.curation.siblings import find_siblings, renamed_sibling
 
 
 def touch(d: Path, *names):

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from curation_support import REPO_ROOT, snapshot, write
-from qualiclip_cli.core import curation, journal
+from qualiclip_cli.core.curation import journal
+from qualiclip_cli.core.curation.undo import undo
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -19,9 +20,12 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 CHILD = """
 import sys, time
 from pathlib import Path
-from qualiclip_cli.core import curation, fileops
+from qualiclip_cli.core.curation import fileops
+from qualiclip_cli.core.curation.execute import execute
+from qualiclip_cli.core.curation.plan import plan_cull, plan_rank_prefix, plan_sort_into, plan_tag
+from qualiclip_cli.core.curation.undo import undo
 from qualiclip_cli.core.records import ScoreRecord
-from qualiclip_cli.core.selection import CullCriteria
+from qualiclip_cli.core.curation.selection import CullCriteria
 
 real_move = fileops.move_file
 
@@ -34,8 +38,8 @@ def slow_move(*args, **kwargs):
 fileops.move_file = slow_move
 root = Path(sys.argv[1])
 records = [ScoreRecord(path=str(p), score=0.1 + (i % 7) / 100) for i, p in enumerate(sorted(root.rglob("*.jpg")))]
-plan = curation.plan_cull(records, CullCriteria(below=0.5), roots=[root])
-curation.execute(plan, command="cull", argv=["cull", str(root), "--below", "0.5"])
+plan = plan_cull(records, CullCriteria(below=0.5), roots=[root])
+execute(plan, command="cull", argv=["cull", str(root), "--below", "0.5"])
 """
 
 
@@ -85,7 +89,7 @@ def test_sigkill_mid_cull_then_undo_restores_everything(tmp_path, monkeypatch):
         moved += (root / "_rejected" / rel).is_file()
     assert moved >= 40
 
-    report = curation.undo(run_id)
+    report = undo(run_id)
     assert report.complete, [i.message for i in report.problems]
     assert snapshot(root, include_dirs=True) == before
     summary = journal.history()[0]

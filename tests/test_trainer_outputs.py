@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from cli_support import run_cli
-from qualiclip_cli.core import weights as W
+from qualiclip_cli.core.model import layout
+from qualiclip_cli.core.model import weights as W
 from qualiclip_cli.core.errors import OfflineError, WeightsError
 from training.config import TrainConfig
 from training.init_weights import OPENAI_RN50, load_init
@@ -35,9 +36,9 @@ def test_final_weights_file_validates_and_scores(photos, tiny_weights_file, tmp_
     result = train(config(photos, tiny_weights_file, tmp_path / "run"))
     path = result.weights_path
     assert path == tmp_path / "run" / "qualiclip-finetuned.pth"
-    trained = W.load_weights_dict(path)
-    W.validate_weights(trained, path)
-    start = W.load_weights_dict(tiny_weights_file)
+    trained = layout.load_weights_dict(path)
+    layout.validate_weights(trained, path)
+    start = layout.load_weights_dict(tiny_weights_file)
     assert trained.keys() == start.keys()
     for key, value in start.items():
         if key.startswith("clip_model.visual."):
@@ -59,19 +60,19 @@ def test_final_weights_file_validates_and_scores(photos, tiny_weights_file, tmp_
 
 
 def test_frozen_batch_norm_statistics_do_not_move(photos, tiny_weights_file, tmp_path):
-    start = W.load_weights_dict(tiny_weights_file)
+    start = layout.load_weights_dict(tiny_weights_file)
     # Give the start trained-looking statistics, so that --bn-stats auto freezes them.
     pretrained = {k: (v + 0.1 if k.endswith("running_mean") else v) for k, v in start.items()}
     pretrained_path = tmp_path / "pretrained.pth"
     torch.save(pretrained, pretrained_path)
     result = train(config(photos, pretrained_path, tmp_path / "run"))
-    trained = W.load_weights_dict(result.weights_path)
+    trained = layout.load_weights_dict(result.weights_path)
     stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(trained[k], pretrained[k]) for k in stats)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["bn_stats"] == "frozen"
     # Forced to train, the statistics move.
     result = train(config(photos, pretrained_path, tmp_path / "run2", bn_stats="train"))
-    trained = W.load_weights_dict(result.weights_path)
+    trained = layout.load_weights_dict(result.weights_path)
     assert any(not torch.equal(trained[k], pretrained[k]) for k in stats)
 
 
@@ -102,7 +103,7 @@ def test_init_openai_downloads_a_safetensors_clip_and_pins_it(tiny_weights_file,
 
     from http_server import FileServer
 
-    start = W.load_weights_dict(tiny_weights_file)
+    start = layout.load_weights_dict(tiny_weights_file)
     clip_sd = {k[len("clip_model."):]: v.contiguous() for k, v in start.items() if k.startswith("clip_model.")}
     body_path = isolated_home.parent / "clip.safetensors"
     save_file(clip_sd, str(body_path))

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from http_server import FileServer
-from qualiclip_cli.core import weights as W
+from qualiclip_cli.core.model import layout
+from qualiclip_cli.core.model import weights as W
 from qualiclip_cli.core.errors import OfflineError, WeightsError
 
 
@@ -19,7 +20,7 @@ def tiny_bytes(tiny_weights_file) -> bytes:
 @pytest.fixture(scope="module")
 def tiny_spec(tiny_weights_file) -> W.WeightsSpec:
     """The official record with its shape pins replaced by the tiny model's (same code path, small file)."""
-    loaded = W.load_weights_dict(tiny_weights_file)
+    loaded = layout.load_weights_dict(tiny_weights_file)
     pins = {k: tuple(loaded[k].shape) for k in ("clip_model.visual.conv1.weight", "prompts_features")}
     return dataclasses.replace(W.QUALICLIP, url="http://127.0.0.1:9/unused", expected_shapes=pins)
 
@@ -148,7 +149,8 @@ def test_background_hash_is_the_same_digest(tiny_weights_file):
 
 
 def test_background_verification_fails_when_the_digest_is_read(tiny_bytes, tiny_spec, isolated_home, monkeypatch):
-    from qualiclip_cli.core.scoring import ScoreOptions, Scorer
+    from qualiclip_cli.core.pipeline.options import ScoreOptions
+    from qualiclip_cli.core.pipeline.scorer import Scorer
     from tiny_weights import write_tiny_weights
 
     with FileServer() as server:
@@ -191,15 +193,15 @@ def test_wrong_shape_download_is_refused(tiny_bytes, isolated_home, monkeypatch)
 
 
 def test_structurally_broken_file_is_refused(tmp_path, tiny_weights_file):
-    weights = W.load_weights_dict(tiny_weights_file)
+    weights = layout.load_weights_dict(tiny_weights_file)
     del weights["clip_model.visual.layer2.0.conv2.weight"]
     broken = tmp_path / "broken.pth"
     torch.save(weights, broken)
     with pytest.raises(WeightsError, match="missing tensor clip_model.visual.layer2.0.conv2.weight"):
-        W.validate_weights(W.load_weights_dict(broken), broken)
+        layout.validate_weights(layout.load_weights_dict(broken), broken)
     torch.save({"prompts_features": torch.zeros(14, 8)}, broken)
     with pytest.raises(WeightsError, match="not a QualiCLIP weights file"):
-        W.validate_weights(W.load_weights_dict(broken), broken)
+        layout.validate_weights(layout.load_weights_dict(broken), broken)
 
 
 class _Exploit:
@@ -215,7 +217,7 @@ def test_pickle_that_would_run_code_is_refused(tmp_path, tiny_bytes, monkeypatch
     evil = tmp_path / "evil.pth"
     torch.save({"prompts_features": torch.zeros(14, 32), "payload": _Exploit(marker)}, evil)
     with pytest.raises(WeightsError, match="would run code"):
-        W.load_weights_dict(evil)
+        layout.load_weights_dict(evil)
     with pytest.raises(WeightsError, match="would run code"):
         W.import_weights(evil)
     # Same file served as a download: refused, nothing installed, nothing executed.
@@ -233,7 +235,7 @@ def test_garbage_file_is_refused(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a zip file at all" * 10)
     with pytest.raises(WeightsError, match="junk.pth"):
-        W.load_weights_dict(junk)
+        layout.load_weights_dict(junk)
 
 
 def test_import_copies_checks_and_pins(tiny_weights_file, tiny_spec, isolated_home):

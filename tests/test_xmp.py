@@ -8,9 +8,12 @@ import subprocess
 import pytest
 
 from curation_support import record, sha, write
-from qualiclip_cli.core import curation, xmp
+from qualiclip_cli.core.curation import xmp
+from qualiclip_cli.core.curation.execute import execute
+from qualiclip_cli.core.curation.plan import plan_tag
+from qualiclip_cli.core.curation.undo import undo
 from qualiclip_cli.core.errors import CurationError, UsageError
-from qualiclip_cli.core.prompts import PAIR_NAMES
+from qualiclip_cli.core.model.prompts import PAIR_NAMES
 
 WEIGHTS = "0123456789abcdef" * 4
 PAIRS = {name: round(0.1 * (i + 1), 3) for i, name in enumerate(PAIR_NAMES)}
@@ -149,9 +152,9 @@ def shoot(tmp_path, monkeypatch):
 def test_tag_run_and_undo_restore_previous_sidecars(shoot):
     root, records = shoot
     photos_before = {p.name: sha(p.read_bytes()) for p in root.glob("*.jpg")}
-    plan = curation.plan_tag(records, WEIGHTS, "short-side-224", reject_below=0.2, label="qualiclip")
+    plan = plan_tag(records, WEIGHTS, "short-side-224", reject_below=0.2, label="qualiclip")
     assert [op.destination.name for op in plan] == ["IMG_1.xmp", "IMG_2.xmp", "IMG_3.xmp"]
-    result = curation.execute(plan, command="tag")
+    result = execute(plan, command="tag")
     status = {o.operation.source.name: o.status for o in result.outcomes}
     assert status == {"IMG_1.jpg": "done", "IMG_2.jpg": "done", "IMG_3.jpg": "failed"}
     assert "not valid XML" in result.failures[0].error
@@ -160,7 +163,7 @@ def test_tag_run_and_undo_restore_previous_sidecars(shoot):
     assert xmp.read_tags((root / "IMG_2.xmp").read_bytes())["Rating"] == "-1"
     assert {p.name: sha(p.read_bytes()) for p in root.glob("*.jpg")} == photos_before  # images never modified
 
-    report = curation.undo(result.run_id)
+    report = undo(result.run_id)
     assert report.complete, report.problems
     assert (root / "IMG_1.xmp").read_bytes() == FOREIGN
     assert not (root / "IMG_2.xmp").exists()
@@ -171,8 +174,8 @@ def test_tag_run_and_undo_restore_previous_sidecars(shoot):
 
 def test_undo_leaves_a_sidecar_edited_after_the_run(shoot):
     root, records = shoot
-    result = curation.execute(curation.plan_tag(records[:1], WEIGHTS, "p"))
+    result = execute(plan_tag(records[:1], WEIGHTS, "p"))
     (root / "IMG_1.xmp").write_bytes(b"edited in lightroom")
-    report = curation.undo(result.run_id)
+    report = undo(result.run_id)
     assert [i.path for i in report.problems] == [str(root / "IMG_1.jpg")]
     assert (root / "IMG_1.xmp").read_bytes() == b"edited in lightroom"

@@ -34,7 +34,7 @@ def tiny_clip_state_dict(
 
 def qualiclip_weights(clip_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A CLIP state dict in the QualiCLIP layout, prompts_features from its own text tower."""
-    from qualiclip_cli.core.text_tower import build_open_clip, prompt_features
+    from qualiclip_cli.core.model.text_tower import build_open_clip, prompt_features
 
     prompts = prompt_features(build_open_clip(clip_sd))
     weights = {f"clip_model.{k}": v for k, v in clip_sd.items()}

@@ -46,7 +46,7 @@ def permutation(n: int, *parts: int) -> list[int]:
 
 def find_pristine(paths: Sequence[Path | str], recursive: bool = True, warn: Callable[[str], None] | None = None) -> list[Path]:
     """Image files under `paths` in the deterministic order of `find_images`; problems are warned about."""
-    from qualiclip_cli.core.discovery import find_images
+    from qualiclip_cli.core.images.discovery import find_images
 
     files = []
     for found in find_images([Path(p) for p in paths], recursive=recursive):
@@ -59,7 +59,7 @@ def find_pristine(paths: Sequence[Path | str], recursive: bool = True, warn: Cal
 
 def load_image(path: Path, max_side: int, draft: bool = True) -> torch.Tensor:
     """Decode like `score` does → C×H×W float32 in [0, 1]. Raises qualiclip_cli.core.errors.ImageError."""
-    from qualiclip_cli.core.decode import decode_image
+    from qualiclip_cli.core.images.decode import decode_image
 
     decoded = decode_image(path, max_side, draft=draft)
     pixels = np.ascontiguousarray(decoded.pixels)

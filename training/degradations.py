@@ -468,7 +468,7 @@ def jpeg2000_compression(image: torch.Tensor, level: int, generator: torch.Gener
 def jpeg_compression(image: torch.Tensor, level: int, generator: torch.Generator) -> torch.Tensor:
     quality = int(_level_value("jpeg", level))
     image = _check_image(image)
-    from qualiclip_cli.core.gpu_decode import quiet_torchvision_io
+    from qualiclip_cli.core.images.gpu_decode import quiet_torchvision_io
 
     quiet_torchvision_io()  # torchvision 0.29 deprecates its image I/O on every call; not news for users
     encoded = torchvision.io.encode_jpeg(_to_uint8(image).cpu(), quality=quality)

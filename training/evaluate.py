@@ -68,7 +68,7 @@ def label_weights(paths: Sequence[Path], names: Sequence[str] | None = None) -> 
 
 
 def load_scorer_model(path: Path, device: str):
-    from qualiclip_cli.core.model import load_qualiclip
+    from qualiclip_cli.core.model.qualiclip import load_qualiclip
 
     return load_qualiclip(path).to(device).eval()
 
@@ -126,9 +126,11 @@ def evaluate_mos(
     progress: Callable[[int], None] | None = None,
 ) -> list[MosResult]:
     """SRCC and PLCC between each weights file's scores and the MOS (files that cannot be read are skipped)."""
-    from qualiclip_cli.core.discovery import Found
-    from qualiclip_cli.core.scoring import Scorer, ScoreOptions
-    from qualiclip_cli.core.weights import ResolvedWeights, sha256_file
+    from qualiclip_cli.core.images.discovery import Found
+    from qualiclip_cli.core.pipeline.scorer import Scorer
+    from qualiclip_cli.core.pipeline.options import ScoreOptions
+    from qualiclip_cli.core.model.weights import ResolvedWeights
+    from qualiclip_cli.core.hashing import sha256_file
 
     rows = read_mos_csv(csv_path)
     options = options or ScoreOptions(use_cache=False)
@@ -174,7 +176,7 @@ class SyntheticResult:
 
 def quality_values(embeddings: torch.Tensor, prompts: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(q, score) in float64: q = mean_k cos(f, T_pos,k) − cos(f, T_neg,k); score = the scorer's formula."""
-    from qualiclip_cli.core.model import scores_from_features
+    from qualiclip_cli.core.model.qualiclip import scores_from_features
 
     embeddings, prompts = embeddings.double(), prompts.double()
     sims = embeddings @ prompts.T  # (N, 14)

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 import torch
 
-from qualiclip_cli.core import weights as W
+from qualiclip_cli.core.model import layout
+
+from qualiclip_cli.core.model import weights as W
 from qualiclip_cli.core.errors import OfflineError, WeightsError
-from qualiclip_cli.core.model import CLIP_PREFIX, PROMPTS_KEY, split_weights
+from qualiclip_cli.core.model.layout import CLIP_PREFIX, PROMPTS_KEY, split_weights
 
 # Keys of an OpenAI-layout CLIP state dict (open_clip's CLIP uses the same names).
 _CLIP_KEY_PREFIXES = ("visual.", "transformer.", "token_embedding.", "ln_final.")
@@ -32,7 +34,7 @@ def _check_clip_safetensors(path: Path, origin: str, spec: W.WeightsSpec) -> Non
     pseudo = {CLIP_PREFIX + k: v for k, v in clip_sd.items()}
     out_dim = clip_sd["visual.attnpool.c_proj.weight"].shape[0] if "visual.attnpool.c_proj.weight" in clip_sd else 1
     pseudo[PROMPTS_KEY] = torch.zeros(14, out_dim)  # not in a CLIP file; computed after the check
-    W.validate_weights(pseudo, origin, spec)
+    layout.validate_weights(pseudo, origin, spec.expected_shapes)
     for key in ("token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection"):
         if key not in clip_sd:
             raise WeightsError(f"{origin}: text encoder tensor {key} missing: not a CLIP weights file")
@@ -76,7 +78,7 @@ def clip_state_dict(raw: dict[str, torch.Tensor], origin: str = "weights") -> di
 
 def compute_prompt_features(clip_sd: dict[str, torch.Tensor]) -> torch.Tensor:
     """The 14 prompt features from the (frozen) text encoder of this CLIP state dict."""
-    from qualiclip_cli.core.text_tower import build_open_clip, prompt_features
+    from qualiclip_cli.core.model.text_tower import build_open_clip, prompt_features
 
     return prompt_features(build_open_clip(clip_sd))
 
@@ -113,8 +115,8 @@ def load_init(
     """Resolve (download if needed) and load the starting weights as a CLIP state dict."""
     if init == "qualiclip":
         resolved = W.resolve_weights(None, offline, progress=progress)
-        weights = W.load_weights_dict(resolved.path, mmap=False)
-        W.validate_weights(weights, resolved.path)
+        weights = layout.load_weights_dict(resolved.path, mmap=False)
+        layout.validate_weights(weights, resolved.path)
         clip_sd, _ = split_weights(weights)
         return InitWeights(clip_sd, "qualiclip", resolved.path, resolved.sha256)
     if init == "openai":
@@ -126,8 +128,8 @@ def load_init(
     if path.suffix == ".safetensors":
         clip_sd = load_clip_safetensors(path)
     else:
-        weights = W.load_weights_dict(path, mmap=False)
-        W.validate_weights(weights, path)
+        weights = layout.load_weights_dict(path, mmap=False)
+        layout.validate_weights(weights, path)
         clip_sd, _ = split_weights(weights)
     return InitWeights(clip_sd, "file", path, W.sha256_file(path))
 

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qualiclip_cli.core.architecture import ModifiedResNet, VisualConfig
+from qualiclip_cli.core.model.architecture import ModifiedResNet, VisualConfig
 from qualiclip_cli.core.atomic import atomic_write_text
 from qualiclip_cli.core.errors import UsageError
-from qualiclip_cli.core.model import CLIP_PREFIX, PROMPTS_KEY, visual_state_dict
-from qualiclip_cli.core.prompts import CLIP_MEAN, CLIP_STD
+from qualiclip_cli.core.model.layout import CLIP_PREFIX, PROMPTS_KEY, visual_state_dict
+from qualiclip_cli.core.model.prompts import CLIP_MEAN, CLIP_STD
 from training import distributed as D
 from training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint, save_checkpoint, set_rng_state
 from training.config import TrainConfig
@@ -163,7 +163,7 @@ def train(
     warn: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train (or continue) the run in cfg.out_dir. With resume=True the recorded config wins."""
-    from qualiclip_cli.core.runtime import pick_device
+    from qualiclip_cli.core.model.runtime import pick_device
     from training.dataset import DistortionPlan, PristinePairs, StepBatchSampler, find_pristine, make_loader
     from training.init_weights import InitWeights, compute_prompt_features, load_init
 
@@ -317,7 +317,7 @@ def train(
             D.broadcast_buffers(encoder, info)  # one set of running statistics (rank 0's) in the file
         weights_path = out / WEIGHTS_NAME
         if info.is_main:
-            from qualiclip_cli.core.weights import validate_weights
+            from qualiclip_cli.core.model.layout import validate_weights
 
             weights = final_weights(init.clip_sd, encoder.visual, prompts)
             validate_weights(weights, weights_path)

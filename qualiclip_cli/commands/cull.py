@@ -61,9 +61,9 @@ def cull(
     summary and the run id to stderr. Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
     """
     from qualiclip_cli.commands.score import score_choices, summarise
-    from qualiclip_cli.core.curation import CULL_ACTIONS, QUARANTINE_DIRNAME, plan_cull
+    from qualiclip_cli.core.curation.plan import CULL_ACTIONS, QUARANTINE_DIRNAME, plan_cull
     from qualiclip_cli.core.errors import UsageError
-    from qualiclip_cli.core.selection import CullCriteria
+    from qualiclip_cli.core.curation.selection import CullCriteria
 
     criteria = CullCriteria(below=below, keep_top=keep_top, bottom_percent=bottom_percent)
     pr.check_format(fmt)

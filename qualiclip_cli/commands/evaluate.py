@@ -79,7 +79,7 @@ def _resolve_weights(specs: list[str], offline: bool):
 
 def _run_mos(mos, choices, max_side, jpeg_draft, device, precision, batch_size) -> dict:
     from qualiclip_cli.commands.options import parse_max_side
-    from qualiclip_cli.core.scoring import ScoreOptions
+    from qualiclip_cli.core.pipeline.options import ScoreOptions
     from training.evaluate import evaluate_mos, read_mos_csv
 
     options = ScoreOptions(max_side=parse_max_side(max_side), draft=jpeg_draft, batch_size=batch_size, device=device,
@@ -92,7 +92,7 @@ def _run_mos(mos, choices, max_side, jpeg_draft, device, precision, batch_size) 
 
 def _run_synthetic(paths, choices, max_side, device, batch_size, crop_size, crops, keys, seed) -> dict:
     from qualiclip_cli.commands.options import parse_max_side
-    from qualiclip_cli.core.runtime import pick_device
+    from qualiclip_cli.core.model.runtime import pick_device
     from training.dataset import find_pristine
     from training.evaluate import evaluate_synthetic
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from qualiclip_cli.core.records import write_rows
+from qualiclip_cli.commands.formats import write_rows
 from qualiclip_cli.commands.errors import handle_errors
 
 HISTORY_FORMATS = ("table", "jsonl", "json")
@@ -27,7 +27,7 @@ def history(
     Dry runs and list-only culls change nothing and are not recorded. Undo a run with `qualiclip undo RUN_ID`.
     """
     from qualiclip_cli.commands.console import stdout, stdout_is_terminal
-    from qualiclip_cli.core import journal
+    from qualiclip_cli.core.curation import journal
     from qualiclip_cli.core.errors import UsageError
 
     if fmt is None:

@@ -108,7 +108,7 @@ class ScoringChoices:
         return cls(**kwargs)
 
     def score_options(self):
-        from qualiclip_cli.core.scoring import ScoreOptions
+        from qualiclip_cli.core.pipeline.options import ScoreOptions
 
         return ScoreOptions(
             max_side=parse_max_side(self.max_side), draft=self.jpeg_draft, batch_size=self.batch_size,

@@ -23,7 +23,7 @@ from typing import Annotated, Iterable, Mapping, Optional, Sequence
 import typer
 
 from qualiclip_cli.commands.console import stderr
-from qualiclip_cli.core.records import write_rows
+from qualiclip_cli.commands.formats import write_rows
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL
 
 PLAN_FORMATS = ("text", "jsonl", "json")
@@ -112,7 +112,7 @@ def check_format(fmt: str) -> str:
 
 def check_on_collision(value: str) -> str:
     from qualiclip_cli.core.errors import UsageError
-    from qualiclip_cli.core.fileops import ON_COLLISION_CHOICES
+    from qualiclip_cli.core.curation.fileops import ON_COLLISION_CHOICES
 
     if value not in ON_COLLISION_CHOICES:
         raise UsageError(f"--on-collision must be one of {', '.join(ON_COLLISION_CHOICES)}, got {value!r}")
@@ -121,7 +121,7 @@ def check_on_collision(value: str) -> str:
 
 def parse_tiers(text: str) -> tuple[float, float, float, float]:
     from qualiclip_cli.core.errors import UsageError
-    from qualiclip_cli.core.selection import validate_thresholds
+    from qualiclip_cli.core.curation.selection import validate_thresholds
 
     try:
         values = [float(part) for part in text.split(",")]
@@ -186,19 +186,19 @@ def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[
     `action` names what the plan does (used for the rows of photos it left out); `predicted_failures` maps
     operation indexes to the error a real run would meet (known without changing anything), for dry runs.
     """
-    from qualiclip_cli.core import curation, journal
+    from qualiclip_cli.core.curation.execute import execute
 
     scores = _scores(records)
     run = None
     if dry_run or not plan.changes_files:
         rows = _rows_of_plan(plan, scores, (predicted_failures or {}) if dry_run else {})
     else:
+        started: list[str] = []
         try:
-            run = curation.execute(plan, command=command, argv=argv)
+            run = execute(plan, command=command, argv=argv, on_start=started.append)
         except KeyboardInterrupt:
-            runs = journal.history()
-            if runs and runs[0].problem is None and not runs[0].finished:  # this run, cut short
-                stderr().print(f"qualiclip: interrupted; what was done is journaled: qualiclip undo {runs[0].run_id}",
+            if started:  # this run, cut short
+                stderr().print(f"qualiclip: interrupted; what was done is journaled: qualiclip undo {started[0]}",
                                highlight=False, markup=False)
             raise
         rows = _rows_of_run(run, scores)

@@ -25,7 +25,7 @@ def sort_records(records: list, order: str) -> list:
 
 
 def records_table(records: Iterable, details: bool = False) -> Table:
-    from qualiclip_cli.core.prompts import PAIR_NAMES
+    from qualiclip_cli.core.model.prompts import PAIR_NAMES
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("path", overflow="fold")
@@ -47,7 +47,7 @@ def records_table(records: Iterable, details: bool = False) -> Table:
 
 
 def write_records(records: list, fmt: str, out: TextIO, details: bool) -> None:
-    from qualiclip_cli.core.records import WRITERS
+    from qualiclip_cli.commands.formats import WRITERS
 
     if fmt == "table":
         stdout().print(records_table(records, details)) if out is sys.stdout else _plain_table(records, out, details)

@@ -81,8 +81,8 @@ def score_choices(choices: "opt.ScoringChoices", skip_under: Sequence[Path] = ()
     """Walk, resolve weights, score with a progress bar on stderr; shared by score, cull, sort and tag. Files
     found under any folder in `skip_under` (e.g. the quarantine) are left out before scoring."""
     from qualiclip_cli.commands.weights_progress import resolve_with_progress
-    from qualiclip_cli.core.discovery import find_images
-    from qualiclip_cli.core.scoring import Scorer, open_cache
+    from qualiclip_cli.core.images.discovery import find_images
+    from qualiclip_cli.core.pipeline.scorer import Scorer, open_cache
 
     options = choices.score_options()
     found = list(find_images(choices.paths, **choices.discovery()))

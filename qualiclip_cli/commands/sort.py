@@ -10,7 +10,7 @@ import typer
 
 from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands import plan_render as pr
-from qualiclip_cli.core.records import write_rows
+from qualiclip_cli.commands.formats import write_rows
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
 
 
@@ -63,7 +63,7 @@ def sort(
     walked. Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
     """
     from qualiclip_cli.commands.score import score_choices, summarise
-    from qualiclip_cli.core.curation import QUARANTINE_DIRNAME, plan_rank_prefix, plan_sort_into
+    from qualiclip_cli.core.curation.plan import QUARANTINE_DIRNAME, plan_rank_prefix, plan_sort_into
     from qualiclip_cli.core.errors import UsageError
 
     pr.check_format(fmt)
@@ -97,7 +97,7 @@ def sort(
 
 
 def _print_ranking(records: list, fmt: str) -> None:
-    from qualiclip_cli.core.selection import ranked
+    from qualiclip_cli.core.curation.selection import ranked
 
     order = ranked(records)
     out = sys.stdout

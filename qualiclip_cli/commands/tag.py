@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -58,8 +57,9 @@ def tag(
     sidecars). Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
     """
     from qualiclip_cli.commands.score import score_choices, summarise
-    from qualiclip_cli.core import xmp
-    from qualiclip_cli.core.curation import plan_tag
+    from qualiclip_cli.core.curation import xmp
+    from qualiclip_cli.core.curation.execute import predict_failures
+    from qualiclip_cli.core.curation.plan import plan_tag
     from qualiclip_cli.core.errors import UsageError
 
     pr.check_format(fmt)
@@ -73,25 +73,8 @@ def tag(
     summarise(scoring.records, scoring.elapsed)
     plan = plan_tag(scoring.records, scoring.weights_sha256, scoring.identity, thresholds=thresholds,
                     reject_below=reject_below, label=label, naming=sidecar)
-    predicted = _predict_failures(plan) if dry_run else {}
+    predicted = predict_failures(plan) if dry_run else {}
     code = pr.carry_out(plan, records=scoring.records, action="write_sidecar", command="tag",
                         argv=pr.invocation("tag", paths), dry_run=dry_run, fmt=fmt, predicted_failures=predicted)
     raise typer.Exit(code)
 
-
-def _predict_failures(plan) -> dict[int, str]:
-    """For a dry run: the sidecars a real run could not merge (malformed, unreadable), found without writing."""
-    from qualiclip_cli.core import xmp
-    from qualiclip_cli.core.curation import error_text
-    from qualiclip_cli.core.errors import CurationError
-
-    failures = {}
-    for index, op in enumerate(plan.operations):
-        sidecar = Path(op.destination)
-        if not sidecar.exists():
-            continue
-        try:
-            xmp.merge_sidecar(sidecar.read_bytes(), op.tags, where=str(sidecar))
-        except (CurationError, OSError) as exc:
-            failures[index] = error_text(exc)  # worded as the real run would report it
-    return failures

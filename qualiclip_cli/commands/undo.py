@@ -9,7 +9,7 @@ import typer
 
 from qualiclip_cli.commands import plan_render as pr
 from qualiclip_cli.commands.console import stderr
-from qualiclip_cli.core.records import write_rows
+from qualiclip_cli.commands.formats import write_rows
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
 
 
@@ -31,15 +31,12 @@ def undo(
     is never overwritten: it is left where it is and reported (exit 3). A partially undone run can be undone
     again. One line per operation on stdout, the summary on stderr.
     """
-    from qualiclip_cli.core import curation, journal
-    from qualiclip_cli.core.errors import JournalError
+    from qualiclip_cli.core.curation.undo import undo as undo_run
+    from qualiclip_cli.core.curation.undo import undo_latest
 
     pr.check_format(fmt)
-    if run_id is None:
-        run_id = journal.latest_run_id()
-        if run_id is None:
-            raise JournalError("nothing to undo: every run is undone already, or there is none (see qualiclip history)")
-    report = curation.undo(run_id)
+    report = undo_run(run_id) if run_id is not None else undo_latest()
+    run_id = report.run_id
     items = list(reversed(report.items))  # plan order
     out = sys.stdout
     if fmt == "text":

@@ -20,7 +20,7 @@ def download(
 ) -> None:
     """Download the official weights into the cache dir (checked, then pinned by SHA-256)."""
     from qualiclip_cli.commands.weights_progress import download_with_progress
-    from qualiclip_cli.core import weights as W
+    from qualiclip_cli.core.model import weights as W
 
     if W.offline_requested():
         raise W.OfflineError("offline mode is on (QUALICLIP_OFFLINE); unset it to download")
@@ -36,7 +36,7 @@ def import_(
     force: Annotated[bool, typer.Option("--force", help="Replace an installed file that differs.")] = False,
 ) -> None:
     """Install a weights file downloaded on another machine (for offline use)."""
-    from qualiclip_cli.core import weights as W
+    from qualiclip_cli.core.model import weights as W
 
     path = W.import_weights(file, force=force)
     typer.echo(str(path))
@@ -47,7 +47,7 @@ def import_(
 @handle_errors
 def path() -> None:
     """Print where the weights file is (or would be) installed."""
-    from qualiclip_cli.core import weights as W
+    from qualiclip_cli.core.model import weights as W
 
     typer.echo(str(W.cached_weights_path()))
 
@@ -58,11 +58,12 @@ def verify(
     file: Annotated[Path | None, typer.Argument(help="File to check \\[default: the installed one].", show_default=False)] = None,
 ) -> None:
     """Check a weights file: loads safely, has the QualiCLIP layout, and matches its pinned SHA-256."""
-    from qualiclip_cli.core import weights as W
+    from qualiclip_cli.core.model import layout
+    from qualiclip_cli.core.model import weights as W
 
     target = Path(file) if file else W.cached_weights_path()
     if file is None and not target.exists():
         raise W.WeightsError(f"{target}: no weights installed; run `qualiclip weights download` or `qualiclip weights import FILE`")
     digest = W.verify_recorded_hash(target) if W.read_recorded_hash(target) else W.sha256_file(target)
-    W.validate_weights(W.load_weights_dict(target), target, W.QUALICLIP if file is None else None)
+    layout.validate_weights(layout.load_weights_dict(target), target, W.QUALICLIP.expected_shapes if file is None else None)
     typer.echo(f"{target}: ok (sha256 {digest})")

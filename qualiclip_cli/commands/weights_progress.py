@@ -35,7 +35,7 @@ def download_bar(label: str = "Downloading QualiCLIP weights"):
 
 def resolve_with_progress(explicit: Path | None, offline: bool, hash_in_background: bool = False):
     """weights.resolve_weights, saying on stderr when it is about to download."""
-    from qualiclip_cli.core import weights as W
+    from qualiclip_cli.core.model import weights as W
 
     def announce(cache_dir: Path, url: str) -> None:
         stderr().print(f"Weights not found in {cache_dir}; downloading {url}", highlight=False)
@@ -47,7 +47,7 @@ def resolve_with_progress(explicit: Path | None, offline: bool, hash_in_backgrou
 
 def download_with_progress(force: bool = False):
     """weights.download_weights (an installed, verified file is kept unless force) → ResolvedWeights."""
-    from qualiclip_cli.core import weights as W
+    from qualiclip_cli.core.model import weights as W
 
     with download_bar() as on_progress:
         path = W.download_weights(progress=on_progress, force=force)

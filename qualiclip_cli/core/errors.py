@@ -1,4 +1,4 @@
-"""Domain exceptions. The CLI translates these into one-line messages and exit codes."""
+"""Domain exceptions and their one-line texts. The CLI translates the exceptions into messages and exit codes."""
 
 
 class QualiclipError(Exception):
@@ -36,3 +36,25 @@ class CurationError(QualiclipError):
 
 class JournalError(QualiclipError):
     """The journal of file operations is missing, unreadable, or does not contain the requested run."""
+
+
+# One-line texts for messages built from exceptions (every error row, warning and refusal is one line).
+
+def one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) collapsed to one space."""
+    return " ".join(str(text).split())
+
+
+def first_line(exc: object) -> str:
+    """The first line of an exception's text (a library's multi-line message), or its type's name."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def error_text(exc: BaseException) -> str:
+    """The one-line reason a failed file operation reports: ``path: strerror`` for OS errors, else the text."""
+    if isinstance(exc, OSError) and not isinstance(exc, QualiclipError):
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+    else:
+        text = str(exc)
+    return one_line(text) or type(exc).__name__

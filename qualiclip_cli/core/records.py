@@ -1,19 +1,14 @@
-"""Per-file result records and their stable machine formats (csv, jsonl, json)."""
+"""`ScoreRecord`: one file's scoring outcome, what every command and output format is built from."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from dataclasses import dataclass, field
-from typing import Iterable, TextIO
-
-from qualiclip_cli.core.prompts import PAIR_NAMES
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
-# Field order of the machine formats. Changing it is a breaking change: document it in the README.
+# Field order of the machine formats (commands/formats.py). Changing it is a breaking change: document it in
+# the README.
 BASE_FIELDS = ("path", "score", "status", "error", "width", "height")
 
 
@@ -54,72 +49,3 @@ class ScoreRecord:
         if details:
             row["pairs"] = dict(self.pairs) if self.pairs is not None else None
         return row
-
-
-def write_rows(rows: Iterable[dict], fmt: str, out: TextIO) -> None:
-    """The two JSON machine formats for any list of flat dicts: one object per line, or one indented list."""
-    if fmt == "jsonl":
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    elif fmt == "json":
-        json.dump(list(rows), out, ensure_ascii=False, indent=2)
-        out.write("\n")
-    else:
-        raise ValueError(f"unknown JSON format {fmt!r}")
-
-
-def write_jsonl(records: Iterable[ScoreRecord], out: TextIO, details: bool = False) -> None:
-    write_rows((rec.to_dict(details) for rec in records), "jsonl", out)
-
-
-def write_json(records: Iterable[ScoreRecord], out: TextIO, details: bool = False) -> None:
-    write_rows((rec.to_dict(details) for rec in records), "json", out)
-
-
-def csv_header(details: bool = False) -> list[str]:
-    return list(BASE_FIELDS) + ([f"pair_{name}" for name in PAIR_NAMES] if details else [])
-
-
-def write_csv(records: Iterable[ScoreRecord], out: TextIO, details: bool = False) -> None:
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(csv_header(details))
-    for rec in records:
-        row = [rec.path, _fmt(rec.score), rec.status, rec.error or "", _int(rec.width), _int(rec.height)]
-        if details:
-            row += [_fmt((rec.pairs or {}).get(name)) for name in PAIR_NAMES]
-        writer.writerow(row)
-
-
-def _fmt(x: float | None) -> str:
-    return "" if x is None else repr(float(x))
-
-
-def _int(x: int | None) -> str:
-    return "" if x is None else str(x)
-
-
-WRITERS = {"jsonl": write_jsonl, "json": write_json, "csv": write_csv}
-
-
-def read_records(text: str, fmt: str) -> list[ScoreRecord]:
-    """Parse any of the machine formats back into records (used by tests and by `--from` inputs)."""
-    if fmt == "jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    elif fmt == "json":
-        rows = json.loads(text)
-    elif fmt == "csv":
-        rows = []
-        for r in csv.DictReader(io.StringIO(text)):
-            pairs = {n: float(r[f"pair_{n}"]) for n in PAIR_NAMES if r.get(f"pair_{n}")} or None
-            rows.append({
-                "path": r["path"],
-                "score": float(r["score"]) if r["score"] else None,
-                "status": r["status"],
-                "error": r["error"] or None,
-                "width": int(r["width"]) if r["width"] else None,
-                "height": int(r["height"]) if r["height"] else None,
-                "pairs": pairs,
-            })
-    else:
-        raise ValueError(f"unknown format {fmt!r}")
-    return [ScoreRecord(**{k: row.get(k) for k in (*BASE_FIELDS, "pairs")}) for row in rows]

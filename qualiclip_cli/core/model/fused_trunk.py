@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from qualiclip_cli.core.architecture import ModifiedResNet
+from qualiclip_cli.core.model.architecture import ModifiedResNet
 
 # The self-check's input: small, but every stage still has a spatial extent (the trunk downsamples by 32).
 _CHECK_SHAPE = (1, 3, 96, 128)

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from qualiclip_cli.core.errors import CurationError, UsageError
-from qualiclip_cli.core.prompts import PAIR_NAMES
-from qualiclip_cli.core.selection import DEFAULT_TIER_THRESHOLDS, assign_tier
-from qualiclip_cli.core.siblings import DirectoryIndex
+from qualiclip_cli.core.model.prompts import PAIR_NAMES
+from qualiclip_cli.core.curation.selection import DEFAULT_TIER_THRESHOLDS, assign_tier
+from qualiclip_cli.core.curation.siblings import DirectoryIndex
 
 QUALICLIP_NS = "http://ns.qualiclip.org/1.0/"
 QUALICLIP_PREFIX = "qualiclip"

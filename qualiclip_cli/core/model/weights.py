@@ -9,10 +9,8 @@ beside it and checked on every later load. Loading never unpickles objects (`wei
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 import threading
-import zipfile
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +18,9 @@ from typing import Callable
 
 from qualiclip_cli.core import paths
 from qualiclip_cli.core.atomic import atomic_write_text, fsync_dir
-from qualiclip_cli.core.errors import OfflineError, WeightsError
+from qualiclip_cli.core.errors import OfflineError, WeightsError, first_line
 from qualiclip_cli.core.hashing import sha256_file
+from qualiclip_cli.core.model.layout import load_weights_dict, validate_weights
 
 # progress(done_bytes, total_bytes or None); called from the download loop.
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -89,6 +88,12 @@ class ResolvedWeights:
 
     @property
     def sha256(self) -> str:
+        """The file's digest; waits for a background hash (see `wait_verified`)."""
+        return self.wait_verified()
+
+    def wait_verified(self) -> str:
+        """Wait for the background hash and its check against the pin, and return the digest. Raises the check's
+        WeightsError for a file that is not the one pinned."""
         return self._sha256.result() if isinstance(self._sha256, Future) else self._sha256
 
 
@@ -126,78 +131,12 @@ def record_hash(weights_path: Path, sha256: str) -> None:
 
 # --------------------------------------------------------------------------------------------- loading
 
-def load_weights_dict(path: Path, mmap: bool = True) -> dict:
-    """torch.load with weights_only=True; every failure becomes a one-line WeightsError naming the file."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported" in str(exc) or "global" in str(exc).lower():
-            raise WeightsError(
-                f"{path}: refused to load: the file contains Python objects that would run code, "
-                "not plain tensors"
-            ) from None
-        raise WeightsError(f"{path}: not a readable weights file ({_first_line(exc)})") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        if mmap and "mmap" in str(exc):  # legacy (non-zip) format can't be memory-mapped
-            return load_weights_dict(path, mmap=False)
-        raise WeightsError(f"{path}: corrupted or not a PyTorch weights file ({_first_line(exc)})") from None
-    if not isinstance(obj, dict):
-        raise WeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
-    return obj
-
-
-def validate_weights(weights: dict, path: Path | str, spec: WeightsSpec | None = None) -> None:
-    """Check the QualiCLIP layout: clip_model.* visual tensors that build the trunk, prompts_features (14, D).
-
-    With a spec that pins shapes, also check those exact shapes (a file of the wrong model is refused).
-    """
-    import torch
-
-    from qualiclip_cli.core.architecture import ModifiedResNet, VisualConfig
-    from qualiclip_cli.core.model import CLIP_PREFIX, PROMPTS_KEY, split_weights, visual_state_dict
-
-    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise WeightsError(f"{path}: not a QualiCLIP weights file (values are not all tensors)")
-    if PROMPTS_KEY not in weights or not any(k.startswith(CLIP_PREFIX) for k in weights):
-        raise WeightsError(
-            f"{path}: not a QualiCLIP weights file (expected 'clip_model.*' tensors and 'prompts_features')"
-        )
-    for key, shape in (spec.expected_shapes if spec else {}).items():
-        actual = tuple(weights[key].shape) if key in weights else None
-        if actual != tuple(shape):
-            raise WeightsError(f"{path}: {key} has shape {actual}, expected {tuple(shape)}: wrong or damaged file")
-    visual = visual_state_dict(split_weights(weights)[0])
-    try:
-        cfg = VisualConfig.from_state_dict(visual, prefix="")
-    except (KeyError, IndexError) as exc:
-        raise WeightsError(f"{path}: image encoder tensors missing ({exc})") from None
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in ModifiedResNet(cfg).state_dict().items()}
-    for key, shape in expected.items():
-        if key not in visual:
-            raise WeightsError(f"{path}: missing tensor clip_model.visual.{key}")
-        if tuple(visual[key].shape) != shape:
-            raise WeightsError(
-                f"{path}: clip_model.visual.{key} has shape {tuple(visual[key].shape)}, expected {shape}"
-            )
-    prompts = weights[PROMPTS_KEY]
-    if tuple(prompts.shape) != (14, cfg.output_dim):
-        raise WeightsError(f"{path}: prompts_features has shape {tuple(prompts.shape)}, expected (14, {cfg.output_dim})")
-    if not torch.isfinite(prompts).all():
-        raise WeightsError(f"{path}: prompts_features contains NaN or infinite values")
-
-
 def check_weights_file(path: Path, origin: str, spec: WeightsSpec = QUALICLIP) -> None:
     """Structural check of a downloaded or hand-placed file, in the spec's format."""
     if spec.check is not None:
         spec.check(Path(path), origin, spec)
     else:
-        validate_weights(load_weights_dict(path), origin, spec)
+        validate_weights(load_weights_dict(path), origin, spec.expected_shapes)
 
 
 # --------------------------------------------------------------------------------------------- resolution
@@ -309,7 +248,7 @@ def download_weights(
                             progress(done, total_bytes)
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 raise WeightsError(
-                    f"download of {url} failed ({_first_line(getattr(exc, 'reason', exc))}); nothing was saved. "
+                    f"download of {url} failed ({first_line(getattr(exc, 'reason', exc))}); nothing was saved. "
                     "Retry, or download the file elsewhere and run `qualiclip weights import FILE`"
                 ) from None
             if total_bytes is not None and done != total_bytes:
@@ -357,10 +296,3 @@ def _install_checked(tmp: Path, dest: Path, spec: WeightsSpec, origin: str) -> N
     os.replace(tmp, dest)
     fsync_dir(dest.parent)
     record_hash(dest, digest)
-
-
-# --------------------------------------------------------------------------------------------- helpers
-
-def _first_line(exc: object) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -1,4 +1,4 @@
-"""Decoding one image file into the 8-bit RGB pixels that QualiCLIP scores (SPEC §2).
+"""The Pillow decoder: one image file into the 8-bit RGB pixels that QualiCLIP scores, under `policy`.
 
 Policy, in order:
 
@@ -41,30 +41,17 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from PIL import JpegImagePlugin
 
-from .errors import ImageError
+from qualiclip_cli.core.errors import ImageError, one_line
+from qualiclip_cli.core.images.policy import (
+    SWAPPING_ORIENTATIONS, check_min_side, check_pixels, scaled_size,
+)
 
-__all__ = [
-    "DECODE_PIXEL_LIMIT",
-    "MIN_SIDE",
-    "DecodedImage",
-    "decode_image",
-    "policy_identity",
-    "scaled_size",
-    "heif_support",
-]
-
-#: Hard limit on the pixels decoded from one file (width × height actually decoded). 300 MP of RGB is
-#: 900 MB before conversion copies; beyond that a file is more likely a decompression bomb than a photo.
-DECODE_PIXEL_LIMIT = 300_000_000
-
-#: QualiCLIP's trunk downsamples by 32: a scored image must be at least 32 px on each side.
-MIN_SIDE = 32
+__all__ = ["DecodedImage", "decode_image", "exif_orientation", "heif_support", "resize_bicubic", "setup_pillow"]
 
 _ORIENTATION = ExifTags.Base.Orientation  # 0x0112
-_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _WARNING_MODULES = r"(PIL|pillow_heif)(\.|$)"
 _READ_ONLY_WARNING = r"The given NumPy array is not writable"
-_THIS_MODULE = r"qualiclip_cli\.core\.decode$"
+_THIS_MODULE = r"qualiclip_cli\.core\.images\.decode$"
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,11 +64,6 @@ class DecodedImage:
     height: int
     original_width: int
     original_height: int
-
-
-# Names the resampling in the policy identity. "bicubic" was Pillow's own resize (qualiclip before 0.2);
-# the torch kernel differs from it by rounding (at most 1 grey level), so its scores are stored apart.
-RESIZE_IDENTITY = "bicubic-aa"
 
 
 def resize_bicubic(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -103,31 +85,6 @@ def resize_bicubic(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
 
 
-def policy_identity(max_side: int, draft: bool = False) -> str:
-    """A short stable string naming the preprocessing, stored with every score (SPEC §2)."""
-    if max_side < 0:
-        raise ValueError(f"max_side must be >= 0, got {max_side}")
-    if max_side == 0:
-        return "exif+native"
-    return f"exif+max_side={max_side}+{RESIZE_IDENTITY}" + ("+draft" if draft else "")
-
-
-def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """The scored size of an (oriented) ``width``×``height`` image under ``max_side`` (0 = native).
-
-    Never upscales. s = max_side / max(W, H); each side is round(side·s) (halves round up, computed in
-    exact integer arithmetic so the long side is exactly ``max_side``), at least 1.
-    """
-    if max_side < 0:
-        raise ValueError(f"max_side must be >= 0, got {max_side}")
-    longest = max(width, height)
-    if max_side == 0 or longest <= max_side:
-        return width, height
-    w = (2 * width * max_side + longest) // (2 * longest)
-    h = (2 * height * max_side + longest) // (2 * longest)
-    return max(1, w), max(1, h)
-
-
 # -- one-time setup ------------------------------------------------------------------------------------
 
 _setup_lock = threading.Lock()
@@ -135,7 +92,7 @@ _setup_done = False
 _heif_problem: str | None = None  # why HEIC/HEIF cannot be opened, if it cannot
 
 
-def _setup() -> None:
+def setup_pillow() -> None:
     global _setup_done, _heif_problem
     if not _setup_done:
         with _setup_lock:
@@ -169,61 +126,14 @@ def _ignore_warnings(**spec: str) -> None:
 
 def heif_support() -> str | None:
     """None when HEIC/HEIF files can be opened, else the reason they cannot."""
-    _setup()
+    setup_pillow()
     return _heif_problem
 
 
 # -- helpers -------------------------------------------------------------------------------------------
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def _mp(pixels: int) -> str:
-    if pixels >= 100_000:
-        return f"{pixels / 1e6:.1f}".removesuffix(".0") + " MP"
-    return f"{pixels} px"
-
-
-def _check_min_side(path: Path, size: tuple[int, int], original: tuple[int, int], max_side: int) -> None:
-    w, h = size
-    if w >= MIN_SIDE and h >= MIN_SIDE:
-        return
-    if size == original:
-        raise ImageError(path, f"image is {w}×{h} px; QualiCLIP needs at least {MIN_SIDE}×{MIN_SIDE}")
-    ow, oh = original
-    raise ImageError(
-        path,
-        f"image is {w}×{h} px after downscaling to a {max_side} px long side (original {ow}×{oh}); "
-        f"QualiCLIP needs at least {MIN_SIDE}×{MIN_SIDE}",
-    )
-
-
-def _check_pixels(
-    path: Path,
-    header: tuple[int, int],
-    decoded: tuple[int, int],
-    scale: int,
-    max_pixels: int | None,
-) -> None:
-    pixels = decoded[0] * decoded[1]
-    hard = pixels > DECODE_PIXEL_LIMIT
-    soft = max_pixels is not None and pixels > max_pixels
-    if not (hard or soft):
-        return
-    w, h = header
-    what = f"image is {w}×{h} px ({_mp(w * h)})"
-    if scale > 1:
-        what += f", {decoded[0]}×{decoded[1]} px ({_mp(pixels)}) even at 1/{scale} JPEG scale"
-    if soft and (not hard or max_pixels < DECODE_PIXEL_LIMIT):
-        limit = f"above the {_mp(max_pixels)} limit set for this run"
-    else:
-        limit = f"above the {_mp(DECODE_PIXEL_LIMIT)} decode limit (decompression-bomb guard)"
-    raise ImageError(path, f"{what}, {limit}; not decoded")
-
-
-def _orientation(im: Image.Image) -> int:
+def exif_orientation(im: Image.Image) -> int:
     value = im.getexif().get(_ORIENTATION, 1)
     return value if isinstance(value, int) else 1
 
@@ -301,7 +211,7 @@ def decode_image(
     if max_side < 0:
         raise ValueError(f"max_side must be >= 0, got {max_side}")
     path = Path(path)
-    _setup()
+    setup_pillow()
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -309,7 +219,7 @@ def decode_image(
     except PermissionError:
         raise ImageError(path, "permission denied") from None
     except (OSError, ValueError) as exc:
-        raise ImageError(path, f"cannot read file ({_one_line(exc)})") from None
+        raise ImageError(path, f"cannot read file ({one_line(exc)})") from None
     if stat.S_ISDIR(st.st_mode):
         raise ImageError(path, "is a directory, not an image file")
     if not stat.S_ISREG(st.st_mode):
@@ -332,14 +242,14 @@ def decode_image(
     except MemoryError:
         raise ImageError(path, "not enough memory to decode it") from None
     except Image.DecompressionBombError as exc:  # only if someone restored Pillow's limit
-        raise ImageError(path, f"refused by Pillow's decompression-bomb guard ({_one_line(exc)})") from None
+        raise ImageError(path, f"refused by Pillow's decompression-bomb guard ({one_line(exc)})") from None
     except OSError as exc:
-        text = _one_line(exc)
+        text = one_line(exc)
         if "truncated" in text.lower():
             raise ImageError(path, f"truncated or damaged file: {text}") from None
         raise ImageError(path, f"cannot decode image data: {text}") from None
     except Exception as exc:  # SyntaxError, ValueError, struct.error, EOFError ... from format plugins
-        raise ImageError(path, f"cannot decode image: {type(exc).__name__}: {_one_line(exc)}") from None
+        raise ImageError(path, f"cannot decode image: {type(exc).__name__}: {one_line(exc)}") from None
 
 
 def _decode_opened(
@@ -352,13 +262,13 @@ def _decode_opened(
         # JPEG EXIF is parsed from APP1 at open time: the orientation is known before decoding, so the
         # target and the DCT scale are computed up front.
         try:
-            orientation = _orientation(im)
+            orientation = exif_orientation(im)
         except Exception as exc:
-            raise ImageError(path, f"corrupt EXIF metadata ({_one_line(exc)})") from None
-        swap = orientation in _SWAPPING_ORIENTATIONS
+            raise ImageError(path, f"corrupt EXIF metadata ({one_line(exc)})") from None
+        swap = orientation in SWAPPING_ORIENTATIONS
         original = (header[1], header[0]) if swap else header
         target = scaled_size(*original, max_side)
-        _check_min_side(path, target, original, max_side)
+        check_min_side(path, target, original, max_side)
         if draft and max_side > 0 and target != original:
             requested = (target[1], target[0]) if swap else target
             if im.draft("RGB", requested) is not None:
@@ -366,8 +276,8 @@ def _decode_opened(
     else:
         # Min side is checked on the unordered pair {w, h}: orientation cannot change the verdict.
         target = scaled_size(*header, max_side)
-        _check_min_side(path, target, header, max_side)
-    _check_pixels(path, header, im.size, scale, max_pixels)
+        check_min_side(path, target, header, max_side)
+    check_pixels(path, header, im.size, scale, max_pixels)
 
     im.load()
     try:
@@ -375,7 +285,7 @@ def _decode_opened(
     except MemoryError:
         raise
     except Exception as exc:
-        raise ImageError(path, f"corrupt EXIF metadata ({_one_line(exc)})") from None
+        raise ImageError(path, f"corrupt EXIF metadata ({one_line(exc)})") from None
 
     if not is_jpeg:
         original = im.size  # oriented

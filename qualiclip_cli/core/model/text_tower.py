@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from qualiclip_cli.core.prompts import PROMPTS
+from qualiclip_cli.core.model.prompts import PROMPTS
 
 
 def clip_config_from_state_dict(clip_sd: dict[str, torch.Tensor]) -> dict:
     """open_clip CLIP(...) keyword arguments for an OpenAI-layout state dict (RN50 family)."""
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
-    from qualiclip_cli.core.architecture import VisualConfig
+    from qualiclip_cli.core.model.architecture import VisualConfig
 
     visual = VisualConfig.from_state_dict(clip_sd, prefix="visual.")
     width = clip_sd["ln_final.weight"].shape[0]

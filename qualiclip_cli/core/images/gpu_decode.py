@@ -33,17 +33,11 @@ from typing import NamedTuple, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .decode import (
-    DECODE_PIXEL_LIMIT,
-    _SWAPPING_ORIENTATIONS,
-    _check_min_side,
-    _one_line,
-    _orientation,
-    _setup,
-    policy_identity,
-    scaled_size,
+from qualiclip_cli.core.images.decode import exif_orientation, setup_pillow
+from qualiclip_cli.core.images.policy import (
+    DECODE_PIXEL_LIMIT, SWAPPING_ORIENTATIONS, check_min_side, gpu_policy_identity, scaled_size,
 )
-from .errors import ImageError
+from qualiclip_cli.core.errors import ImageError, one_line
 
 __all__ = [
     "Fallback",
@@ -141,7 +135,7 @@ def read_jpeg_bytes(path: str | os.PathLike[str], max_pixels: int | None = None)
     limit) and `decode.DECODE_PIXEL_LIMIT` also send a file to the CPU decoder, which may still decode it
     at a DCT scale or refuse it with its own message.
     """
-    _setup()
+    setup_pillow()
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -150,7 +144,7 @@ def read_jpeg_bytes(path: str | os.PathLike[str], max_pixels: int | None = None)
             buf = data.numpy()
             got = f.readinto(buf)
     except (OSError, ValueError) as exc:
-        return Fallback(f"cannot read: {_one_line(exc)}")
+        return Fallback(f"cannot read: {one_line(exc)}")
     if got != size:
         return Fallback("file size changed while it was read")
     if size == 0:
@@ -171,9 +165,9 @@ def read_jpeg_bytes(path: str | os.PathLike[str], max_pixels: int | None = None)
             if im.mode not in ("RGB", "L"):
                 return Fallback(f"JPEG in mode {im.mode}")
             width, height = im.size
-            orientation = _orientation(im)
+            orientation = exif_orientation(im)
     except Exception as exc:  # anything odd in the header: let the CPU decoder judge the file
-        return Fallback(f"header: {type(exc).__name__}: {_one_line(exc)}")
+        return Fallback(f"header: {type(exc).__name__}: {one_line(exc)}")
     if orientation not in range(1, 9):
         orientation = 1  # exif_transpose ignores values outside 1..8 as well
     pixels = width * height
@@ -227,7 +221,7 @@ def _error_text(exc: BaseException) -> str:
     status = re.fullmatch(r"(Failed to .*): (\d+)", text.strip())
     if status and int(status[2]) in _NVJPEG_STATUS:  # torchvision's CUDA errors end in a bare nvjpeg status
         text = f"nvjpeg: {status[1]} ({_NVJPEG_STATUS[int(status[2])]})"
-    return _one_line(text)
+    return one_line(text)
 
 
 def _decode(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -267,11 +261,11 @@ def decode_resize_batch(
     targets: dict[int, tuple[int, int]] = {}  # index → (h, w) in the stored frame
     for i, (path, jpeg) in enumerate(items):
         w, h = jpeg.size
-        swap = jpeg.orientation in _SWAPPING_ORIENTATIONS
+        swap = jpeg.orientation in SWAPPING_ORIENTATIONS
         original = (h, w) if swap else (w, h)
         target = scaled_size(*original, max_side)
         try:
-            _check_min_side(Path(path), target, original, max_side)
+            check_min_side(Path(path), target, original, max_side)
         except ImageError as exc:
             results[i] = exc
             continue
@@ -311,8 +305,3 @@ def decode_resize_batch(
             results[i] = ImageError(path, f"cannot resize decoded image: {_error_text(exc)}")
         del image
     return results  # type: ignore[return-value]
-
-
-def gpu_policy_identity(max_side: int) -> str:
-    """The cache identity of this decoder's preprocessing: the CPU policy without draft, tagged "+nvjpeg"."""
-    return policy_identity(max_side, draft=False) + "+nvjpeg"

@@ -1,0 +1,289 @@
+"""Curation as plan -> execute -> undo. Nothing here prints; the CLI renders plans, results and reports.
+
+- A `Plan` is an ordered list of `Operation`s built from score records by `plan_cull`, `plan_sort_into`,
+  `plan_rank_prefix` or `plan_tag`. Building a plan only reads the disk. `Plan.describe()` gives the lines a
+  dry run shows; `execute` reports the same `Operation.describe()` text for what it did.
+- Plans never target an existing file: under on_collision="number" a free numbered name is chosen at plan
+  time for a photo and all its siblings together (IMG_1 (1).jpg with IMG_1 (1).xmp), and re-checked when the
+  operation runs; under "refuse" such photos are left out of the plan (`Plan.skipped`) and an operation whose
+  destination appears before it runs fails without touching anything.
+- `execute` journals each operation's intent (fsynced) before acting and its outcome after; one failing
+  operation is recorded and the batch goes on. A sibling is not moved when its photo was not.
+- `undo` walks a run backwards and puts every file back where it was, deciding by SHA-256 where each file is,
+  so an interrupted run (even killed mid-step) is undone without losing anything.
+
+Quarantine layout for `plan_cull` (action move or copy): by default each photo goes to
+`<root>/_rejected/<path relative to root>`, inside the root it was found under (same filesystem, so moves
+are renames, and the rejects stay next to the shoot they came from). With `quarantine_dir`, photos go to
+`<quarantine_dir>/<path relative to their root>` (photos from several roots share that tree; clashes are
+numbered). Photos already inside the quarantine folder are left out.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from qualiclip_cli.core.curation import fileops, xmp
+from qualiclip_cli.core.errors import UsageError
+from qualiclip_cli.core.records import ScoreRecord
+from qualiclip_cli.core.curation.selection import (
+    DEFAULT_TIER_THRESHOLDS, CullCriteria, assign_tier, rank_prefix, rank_width, ranked, scored, select_for_cull, tier_folder, validate_thresholds,
+)
+from qualiclip_cli.core.curation.siblings import DirectoryIndex, find_siblings, renamed_sibling
+
+QUARANTINE_DIRNAME = "_rejected"
+CULL_ACTIONS = ("list", "move", "copy", "trash")
+SORT_MODES = ("copy", "move")
+# Actions an Operation can carry. "rename" is a move within one directory; "list" changes nothing.
+ACTIONS = ("list", "move", "copy", "rename", "trash", "write_sidecar")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One step of a plan. `destination` is None for list and trash; for write_sidecar, `source` is the
+    photo, `destination` its sidecar and `tags` what to write. `sibling_of` names the photo a sidecar or
+    RAW file travels with."""
+
+    action: str
+    source: Path
+    destination: Path | None
+    reason: str
+    sibling_of: Path | None = None
+    tags: xmp.SidecarTags | None = None
+
+    def describe(self, destination: Path | None = None) -> str:
+        """One line, the same for a dry run and for a report of what was done (pass the final destination)."""
+        target = destination if destination is not None else self.destination
+        text = f"{self.action} {self.source}"
+        if target is not None:
+            text += f" -> {target}"
+        return f"{text}  ({self.reason})"
+
+
+@dataclass
+class Plan:
+    command: str
+    operations: list[Operation] = field(default_factory=list)
+    roots: list[Path] = field(default_factory=list)
+    on_collision: str = "number"
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # photos left out, and why
+
+    def describe(self) -> list[str]:
+        return [op.describe() for op in self.operations]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for op in self.operations:
+            counts[op.action] = counts.get(op.action, 0) + 1
+        return counts
+
+    @property
+    def changes_files(self) -> bool:
+        return any(op.action != "list" for op in self.operations)
+
+    def __len__(self) -> int:
+        return len(self.operations)
+
+    def __iter__(self):
+        return iter(self.operations)
+
+
+def _abs(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+class _Planner:
+    """Builds a plan, keeping track of which destinations are taken and which files are already handled."""
+
+    def __init__(self, plan: Plan, records: Iterable[ScoreRecord], with_siblings: bool):
+        fileops.validate_on_collision(plan.on_collision)
+        self.plan = plan
+        self.with_siblings = with_siblings
+        self.record_paths = {_abs(r.path) for r in records}
+        self.taken: set[Path] = set()
+        self.claimed: set[Path] = set()
+        self.directories = DirectoryIndex()
+
+    def siblings(self, photo: Path) -> list[Path]:
+        if not self.with_siblings:
+            return []
+        return [s for s in find_siblings(photo, self.directories)
+                if s not in self.record_paths and s not in self.claimed]
+
+    def available(self, photo: Path) -> bool:
+        if photo in self.claimed:
+            return False
+        if not photo.is_file():
+            self.plan.skipped.append((photo, "not found"))
+            return False
+        return True
+
+    def add_group(self, action: str, photo: Path, dest_dir: Path | None, new_stem: str, reason: str) -> None:
+        """Plan the photo and its siblings: all into dest_dir with the stem `new_stem` (numbered together on a
+        clash), or, for trash and list (dest_dir None), without destinations."""
+        siblings = self.siblings(photo) if action != "list" else []
+        if dest_dir is None:
+            targets: list[Path | None] = [None] * (1 + len(siblings))
+        else:
+            targets = self._free_group_names(photo, siblings, dest_dir, new_stem)
+            if targets is None:
+                return
+        self.plan.operations.append(Operation(action, photo, targets[0], reason))
+        for sibling, target in zip(siblings, targets[1:]):
+            kind = "sidecar" if sibling.suffix.lower() == ".xmp" else "RAW"
+            self.plan.operations.append(
+                Operation(action, sibling, target, f"{kind} of {photo.name}", sibling_of=photo))
+        self.claimed.update([photo, *siblings])
+        self.taken.update(t for t in targets if t is not None)
+
+    def _free_group_names(self, photo: Path, siblings: list[Path], dest_dir: Path,
+                          new_stem: str) -> list[Path] | None:
+        n = 0
+        while True:
+            stem = fileops.numbered_stem(new_stem, n)
+            names = [stem + photo.suffix] + [renamed_sibling(s.name, photo.stem, stem) for s in siblings]
+            targets = [dest_dir / name for name in names]
+            if not any(os.path.lexists(t) or t in self.taken for t in targets):
+                return targets
+            if self.plan.on_collision == "refuse":
+                self.plan.skipped.append((photo, f"destination exists: {targets[0]}"))
+                return None
+            n += 1
+
+
+def _root_of(photo: Path, roots: Sequence[Path]) -> Path:
+    containing = [r for r in roots if _inside(photo, r) and r != photo]
+    return max(containing, key=lambda r: len(r.parts)) if containing else photo.parent
+
+
+def _normal_roots(roots: Iterable[str | os.PathLike]) -> list[Path]:
+    result = []
+    for root in roots:
+        r = _abs(root)
+        result.append(r.parent if r.is_file() else r)
+    return result
+
+
+def plan_cull(records: Iterable[ScoreRecord], criteria: CullCriteria, action: str = "move",
+              roots: Iterable[str | os.PathLike] = (), quarantine_dir: str | os.PathLike | None = None,
+              with_siblings: bool = True, on_collision: str = "number") -> Plan:
+    """Plan a cull of the records selected by `criteria` (worst first).
+
+    action: "list" (report only), "move" or "copy" into the quarantine (layout in the module docstring),
+    or "trash" (system trash). Sidecars and RAW siblings go with their photo unless with_siblings=False.
+    """
+    if action not in CULL_ACTIONS:
+        raise UsageError(f"cull action must be one of {', '.join(CULL_ACTIONS)}, got {action!r}")
+    if quarantine_dir is not None and action not in ("move", "copy"):
+        raise UsageError("a quarantine folder only applies to move or copy")
+    records = list(records)
+    root_list = _normal_roots(roots)
+    plan = Plan(command="cull", roots=root_list, on_collision=on_collision)
+    planner = _Planner(plan, records, with_siblings)
+    quarantine = _abs(quarantine_dir) if quarantine_dir is not None else None
+    for rec in select_for_cull(records, criteria):
+        photo = _abs(rec.path)
+        root = _root_of(photo, root_list)
+        bin_dir = quarantine if quarantine is not None else root / QUARANTINE_DIRNAME
+        if _inside(photo, bin_dir):
+            plan.skipped.append((photo, "already in the quarantine folder"))
+            continue
+        if not planner.available(photo):
+            continue
+        reason = f"score {rec.score:.4f}"
+        dest_dir = bin_dir / photo.parent.relative_to(root) if action in ("move", "copy") else None
+        planner.add_group(action, photo, dest_dir, photo.stem, reason)
+    return plan
+
+
+def plan_sort_into(records: Iterable[ScoreRecord], into_dir: str | os.PathLike,
+                   thresholds: Sequence[float] = DEFAULT_TIER_THRESHOLDS, mode: str = "copy",
+                   with_siblings: bool = True, on_collision: str = "number") -> Plan:
+    """Plan copying (default) or moving photos into tier folders `<into_dir>/<1-poor .. 5-excellent>/<name>`.
+
+    The tier folders are flat (clashing names are numbered). Photos already under `into_dir` and records
+    without a score are left out.
+    """
+    if mode not in SORT_MODES:
+        raise UsageError(f"sort mode must be one of {', '.join(SORT_MODES)}, got {mode!r}")
+    bounds = validate_thresholds(thresholds)
+    records = list(records)
+    into = _abs(into_dir)
+    plan = Plan(command="sort", roots=[into], on_collision=on_collision)
+    planner = _Planner(plan, records, with_siblings)
+    for rec in sorted(scored(records), key=lambda r: r.path):
+        photo = _abs(rec.path)
+        if _inside(photo, into):
+            plan.skipped.append((photo, "already inside the target folder"))
+            continue
+        if not planner.available(photo):
+            continue
+        tier = assign_tier(rec.score, bounds)
+        reason = f"tier {tier}, score {rec.score:.4f}"
+        planner.add_group(mode, photo, into / tier_folder(tier), photo.stem, reason)
+    _skip_unscored(plan, records)
+    return plan
+
+
+def plan_rank_prefix(records: Iterable[ScoreRecord], with_siblings: bool = True,
+                     on_collision: str = "number") -> Plan:
+    """Plan renaming photos in place with their rank: `0001_IMG_1.jpg` for the best of all records given
+    (one ranking across every folder; width from the count, at least 4 digits). Siblings get the same
+    prefix. An existing prefix is not stripped: undo a previous ranking first to re-rank."""
+    records = list(records)
+    order = ranked(records)
+    width = rank_width(len(order))
+    plan = Plan(command="sort", on_collision=on_collision)
+    planner = _Planner(plan, records, with_siblings)
+    for rank, rec in order:
+        photo = _abs(rec.path)
+        if not planner.available(photo):
+            continue
+        reason = f"rank {rank} of {len(order)}, score {rec.score:.4f}"
+        planner.add_group("rename", photo, photo.parent, rank_prefix(rank, width) + photo.stem, reason)
+    _skip_unscored(plan, records)
+    return plan
+
+
+def plan_tag(records: Iterable[ScoreRecord], weights_sha256: str, preprocessing: str,
+             thresholds: Sequence[float] = DEFAULT_TIER_THRESHOLDS, reject_below: float | None = None,
+             label: str | None = None, naming: str = "adobe") -> Plan:
+    """Plan writing one XMP sidecar per scored photo (see xmp.py for what is written and how it merges).
+    Photos whose sidecar name another photo already uses (IMG_1.jpg and IMG_1.png with adobe naming) are
+    left out after the first."""
+    bounds = validate_thresholds(thresholds)
+    records = list(records)
+    plan = Plan(command="tag")
+    used: dict[Path, Path] = {}
+    directories = DirectoryIndex()
+    for rec in sorted(scored(records), key=lambda r: r.path):
+        photo = _abs(rec.path)
+        if not photo.is_file():
+            plan.skipped.append((photo, "not found"))
+            continue
+        sidecar = xmp.sidecar_path(photo, naming, directories)
+        if sidecar in used:
+            plan.skipped.append((photo, f"sidecar {sidecar.name} already used for {used[sidecar].name}"))
+            continue
+        used[sidecar] = photo
+        rating = xmp.rating_for(rec.score, bounds, reject_below)
+        tags = xmp.SidecarTags(rating=rating, score=rec.score, weights_sha256=weights_sha256,
+                               preprocessing=preprocessing, pairs=rec.pairs, label=label)
+        plan.operations.append(Operation("write_sidecar", photo, sidecar, f"rating {rating}, score {rec.score:.4f}",
+                                         tags=tags))
+    _skip_unscored(plan, records)
+    return plan
+
+
+def _skip_unscored(plan: Plan, records: list[ScoreRecord]) -> None:
+    ok = {id(r) for r in scored(records)}
+    for rec in records:
+        if id(rec) not in ok:
+            plan.skipped.append((_abs(rec.path), f"not scored ({rec.error or rec.status})"))

@@ -1,0 +1,107 @@
+"""The preprocessing policy both decoders share: scored size, minimum side, pixel limits, orientation, identities.
+
+The Pillow decoder (`decode`) and the nvjpeg decoder (`gpu_decode`) apply the same rules from here, and every
+cached score carries the identity string of the rules that produced it (`scoring_identity`), so a change of
+policy never serves a stale score.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qualiclip_cli.core.errors import ImageError
+
+#: Hard limit on the pixels decoded from one file (width × height actually decoded). 300 MP of RGB is
+#: 900 MB before conversion copies; beyond that a file is more likely a decompression bomb than a photo.
+DECODE_PIXEL_LIMIT = 300_000_000
+
+#: QualiCLIP's trunk downsamples by 32: a scored image must be at least 32 px on each side.
+MIN_SIDE = 32
+
+#: EXIF orientations (5..8) that swap width and height.
+SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+# Names the resampling in the policy identity. "bicubic" was Pillow's own resize (qualiclip before 0.2);
+# the torch kernel differs from it by rounding (at most 1 grey level), so its scores are stored apart.
+RESIZE_IDENTITY = "bicubic-aa"
+
+
+def policy_identity(max_side: int, draft: bool = False) -> str:
+    """A short stable string naming the preprocessing, stored with every score (SPEC §2)."""
+    if max_side < 0:
+        raise ValueError(f"max_side must be >= 0, got {max_side}")
+    if max_side == 0:
+        return "exif+native"
+    return f"exif+max_side={max_side}+{RESIZE_IDENTITY}" + ("+draft" if draft else "")
+
+
+def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """The scored size of an (oriented) ``width``×``height`` image under ``max_side`` (0 = native).
+
+    Never upscales. s = max_side / max(W, H); each side is round(side·s) (halves round up, computed in
+    exact integer arithmetic so the long side is exactly ``max_side``), at least 1.
+    """
+    if max_side < 0:
+        raise ValueError(f"max_side must be >= 0, got {max_side}")
+    longest = max(width, height)
+    if max_side == 0 or longest <= max_side:
+        return width, height
+    w = (2 * width * max_side + longest) // (2 * longest)
+    h = (2 * height * max_side + longest) // (2 * longest)
+    return max(1, w), max(1, h)
+
+
+def gpu_policy_identity(max_side: int) -> str:
+    """The nvjpeg decoder's preprocessing identity: the CPU policy without draft, tagged "+nvjpeg" (its IDCT and
+    chroma upsampling differ from libjpeg's by rounding, so its scores are stored apart)."""
+    return policy_identity(max_side, draft=False) + "+nvjpeg"
+
+
+def scoring_identity(max_side: int, draft: bool, decoder: str, precision: str) -> str:
+    """The scoring identity stored with every cached score: the decoder's preprocessing plus numeric precision."""
+    if decoder == "nvjpeg":
+        return f"{gpu_policy_identity(max_side)}+{precision}"
+    return f"{policy_identity(max_side, draft)}+{precision}"
+
+
+def _mp(pixels: int) -> str:
+    if pixels >= 100_000:
+        return f"{pixels / 1e6:.1f}".removesuffix(".0") + " MP"
+    return f"{pixels} px"
+
+
+def check_min_side(path: Path, size: tuple[int, int], original: tuple[int, int], max_side: int) -> None:
+    w, h = size
+    if w >= MIN_SIDE and h >= MIN_SIDE:
+        return
+    if size == original:
+        raise ImageError(path, f"image is {w}×{h} px; QualiCLIP needs at least {MIN_SIDE}×{MIN_SIDE}")
+    ow, oh = original
+    raise ImageError(
+        path,
+        f"image is {w}×{h} px after downscaling to a {max_side} px long side (original {ow}×{oh}); "
+        f"QualiCLIP needs at least {MIN_SIDE}×{MIN_SIDE}",
+    )
+
+
+def check_pixels(
+    path: Path,
+    header: tuple[int, int],
+    decoded: tuple[int, int],
+    scale: int,
+    max_pixels: int | None,
+) -> None:
+    pixels = decoded[0] * decoded[1]
+    hard = pixels > DECODE_PIXEL_LIMIT
+    soft = max_pixels is not None and pixels > max_pixels
+    if not (hard or soft):
+        return
+    w, h = header
+    what = f"image is {w}×{h} px ({_mp(w * h)})"
+    if scale > 1:
+        what += f", {decoded[0]}×{decoded[1]} px ({_mp(pixels)}) even at 1/{scale} JPEG scale"
+    if soft and (not hard or max_pixels < DECODE_PIXEL_LIMIT):
+        limit = f"above the {_mp(max_pixels)} limit set for this run"
+    else:
+        limit = f"above the {_mp(DECODE_PIXEL_LIMIT)} decode limit (decompression-bomb guard)"
+    raise ImageError(path, f"{what}, {limit}; not decoded")

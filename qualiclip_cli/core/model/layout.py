@@ -1,0 +1,113 @@
+"""The QualiCLIP weights-file layout, owned here: safe load, split, join and validation against expected shapes.
+
+A QualiCLIP file is a flat dict of tensors: the CLIP model under ``clip_model.`` (OpenAI key names, e.g.
+``clip_model.visual.conv1.weight``) and the 14 prompt feature rows under ``prompts_features`` (order: see
+`prompts.PROMPTS`). Used by the scorer, the weights manager, the trainer's final file and the test helpers.
+Loading never unpickles objects (``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+from qualiclip_cli.core.errors import WeightsError, first_line
+
+if TYPE_CHECKING:
+    import torch
+
+CLIP_PREFIX = "clip_model."
+VISUAL_PREFIX = "visual."
+PROMPTS_KEY = "prompts_features"
+
+
+def split_weights(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Split a QualiCLIP weights dict into the CLIP state dict (OpenAI key names) and prompts_features."""
+    clip = {k[len(CLIP_PREFIX):]: v for k, v in weights.items() if k.startswith(CLIP_PREFIX)}
+    return clip, weights[PROMPTS_KEY]
+
+
+def visual_state_dict(clip_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The image encoder's tensors of a CLIP state dict, without their ``visual.`` prefix."""
+    return {k[len(VISUAL_PREFIX):]: v for k, v in clip_sd.items() if k.startswith(VISUAL_PREFIX)}
+
+
+def join_weights(clip_sd: Mapping[str, object], prompts_features, visual_sd: Mapping[str, object] | None = None) -> dict:
+    """The inverse of `split_weights`: a QualiCLIP weights dict from a CLIP state dict and prompts_features.
+
+    ``visual_sd`` (keys without ``visual.``) replaces the CLIP state dict's own image encoder when given.
+    """
+    clip = {k: v for k, v in clip_sd.items() if visual_sd is None or not k.startswith(VISUAL_PREFIX)}
+    if visual_sd is not None:
+        clip.update({VISUAL_PREFIX + k: v for k, v in visual_sd.items()})
+    weights = {CLIP_PREFIX + k: v for k, v in clip.items()}
+    weights[PROMPTS_KEY] = prompts_features
+    return weights
+
+
+def load_weights_dict(path: Path, mmap: bool = True) -> dict:
+    """torch.load with weights_only=True; every failure becomes a one-line WeightsError naming the file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Unsupported" in str(exc) or "global" in str(exc).lower():
+            raise WeightsError(
+                f"{path}: refused to load: the file contains Python objects that would run code, "
+                "not plain tensors"
+            ) from None
+        raise WeightsError(f"{path}: not a readable weights file ({first_line(exc)})") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        if mmap and "mmap" in str(exc):  # legacy (non-zip) format can't be memory-mapped
+            return load_weights_dict(path, mmap=False)
+        raise WeightsError(f"{path}: corrupted or not a PyTorch weights file ({first_line(exc)})") from None
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def validate_weights(weights: dict, path: Path | str, expected_shapes: Mapping[str, tuple[int, ...]] | None = None) -> None:
+    """Check the QualiCLIP layout: clip_model.* visual tensors that build the trunk, prompts_features (14, D).
+
+    With ``expected_shapes`` (a weights record's pins), also check those exact shapes (a file of the wrong model
+    is refused).
+    """
+    import torch
+
+    from qualiclip_cli.core.model.architecture import ModifiedResNet, VisualConfig
+
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise WeightsError(f"{path}: not a QualiCLIP weights file (values are not all tensors)")
+    if PROMPTS_KEY not in weights or not any(k.startswith(CLIP_PREFIX) for k in weights):
+        raise WeightsError(
+            f"{path}: not a QualiCLIP weights file (expected 'clip_model.*' tensors and 'prompts_features')"
+        )
+    for key, shape in (expected_shapes or {}).items():
+        actual = tuple(weights[key].shape) if key in weights else None
+        if actual != tuple(shape):
+            raise WeightsError(f"{path}: {key} has shape {actual}, expected {tuple(shape)}: wrong or damaged file")
+    visual = visual_state_dict(split_weights(weights)[0])
+    try:
+        cfg = VisualConfig.from_state_dict(visual, prefix="")
+    except (KeyError, IndexError) as exc:
+        raise WeightsError(f"{path}: image encoder tensors missing ({exc})") from None
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in ModifiedResNet(cfg).state_dict().items()}
+    for key, shape in expected.items():
+        if key not in visual:
+            raise WeightsError(f"{path}: missing tensor clip_model.visual.{key}")
+        if tuple(visual[key].shape) != shape:
+            raise WeightsError(
+                f"{path}: clip_model.visual.{key} has shape {tuple(visual[key].shape)}, expected {shape}"
+            )
+    prompts = weights[PROMPTS_KEY]
+    if tuple(prompts.shape) != (14, cfg.output_dim):
+        raise WeightsError(f"{path}: prompts_features has shape {tuple(prompts.shape)}, expected (14, {cfg.output_dim})")
+    if not torch.isfinite(prompts).all():
+        raise WeightsError(f"{path}: prompts_features contains NaN or infinite values")

@@ -1,0 +1,158 @@
+"""The scorer: a loaded QualiCLIP model on a device, the decoder it reads files with, and batched forward passes.
+
+Build one per command (`Scorer(resolved_weights, ScoreOptions(...))`); `score_files` runs the ordered stream
+(`stream.ScoreStream`) over found files. The weights hash may still be computing in a thread while the model
+loads: the scorer waits for it (and its verdict) before it scores anything.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+from qualiclip_cli.core.errors import UsageError, first_line
+from qualiclip_cli.core.images.policy import scoring_identity
+from qualiclip_cli.core.model.prompts import PAIR_NAMES
+from qualiclip_cli.core.model.runtime import Runtime, make_runtime, reuse_freed_memory
+from qualiclip_cli.core.model.weights import ResolvedWeights
+from qualiclip_cli.core.pipeline.options import DECODERS, DEFAULT_NATIVE_MAX_PIXELS, ScoreOptions
+from qualiclip_cli.core.pipeline.stream import Ready, ScoreStream
+from qualiclip_cli.core.records import ScoreRecord
+
+if TYPE_CHECKING:
+    from qualiclip_cli.core.pipeline.cache import ResultsCache
+
+_JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
+
+
+def pick_decoder(requested: str, runtime: Runtime, max_side: int) -> str:
+    """`auto`: nvjpeg (batched GPU decoding) on CUDA at a reduced size, else Pillow. Native size always uses
+    Pillow, the reference's decoder. `nvjpeg` on the CPU runs torchvision's libjpeg-turbo (used by tests)."""
+    if requested not in DECODERS:
+        raise UsageError(f"unknown decoder {requested!r}; choose one of {', '.join(DECODERS)}")
+    if requested == "auto":
+        return "nvjpeg" if runtime.device_type == "cuda" and max_side > 0 else "pillow"
+    return requested
+
+
+class Scorer:
+    """A loaded model on a device, ready to score many files. Build once per command."""
+
+    def __init__(self, weights: ResolvedWeights, options: ScoreOptions = ScoreOptions()):
+        import torch
+
+        from qualiclip_cli.core.model.inference import prepare_for_inference
+        from qualiclip_cli.core.model.qualiclip import load_qualiclip
+
+        self.weights = weights
+        self.options = options
+        self.runtime = make_runtime(options.device, options.precision)
+        self.decoder = pick_decoder(options.decoder, self.runtime, options.max_side)
+        self.identity = scoring_identity(options.max_side, options.draft, self.decoder, self.runtime.precision)
+        if self.runtime.device_type == "cpu" and 0 < options.max_side <= 2048:
+            # Not at native size: a never-trimmed heap would keep the peak of a 12 MP pass (6 GB vs 3.6 GB).
+            reuse_freed_memory()
+        if self.runtime.device_type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            # fp32 means fp32: TF32 tensor cores would round inputs to 10 mantissa bits.
+            torch.backends.cudnn.allow_tf32 = self.runtime.precision != "fp32"
+            torch.backends.cuda.matmul.allow_tf32 = self.runtime.precision != "fp32"
+        # The weights hash may be computing in a thread meanwhile (resolve_weights(hash_in_background=True)).
+        # A file that fails its check is reported as such, not by how it fails to load, and nothing is scored
+        # with an unverified file.
+        try:
+            model = load_qualiclip(weights.path)
+        except Exception:
+            weights.wait_verified()
+            raise
+        weights.wait_verified()
+        self.model = prepare_for_inference(model, self.runtime.device, self.runtime.precision)
+        on_cpu = self.runtime.device_type == "cpu"
+        self.batch_size = options.batch_size or (1 if on_cpu else 16)
+        if options.workers is not None:
+            self.workers = options.workers
+        else:
+            self.workers = min(4 if on_cpu else 16, os.cpu_count() or 1)
+        self.max_pixels = options.max_pixels
+        if self.max_pixels is None and options.max_side == 0:
+            self.max_pixels = DEFAULT_NATIVE_MAX_PIXELS
+
+    # ------------------------------------------------------------------ model
+
+    def score_pixels(self, batch: list) -> list[tuple[float, dict[str, float]]]:
+        """Score equal-shape images (H×W×3 uint8 arrays or 3×H×W uint8 tensors); (score, pairs) per image."""
+        import numpy as np
+        import torch
+
+        if all(isinstance(p, np.ndarray) for p in batch):
+            stacked = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)  # (B, 3, H, W), channels-last
+            if self.runtime.device_type == "cuda":
+                stacked = stacked.pin_memory().to(self.runtime.device, non_blocking=True)
+            else:
+                stacked = stacked.to(self.runtime.device)
+        else:
+            tensors = [torch.from_numpy(p).permute(2, 0, 1) if isinstance(p, np.ndarray) else p for p in batch]
+            stacked = torch.stack([t.to(self.runtime.device) for t in tensors])
+            stacked = stacked.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            out = self.model(stacked)
+        scores = out.scores.double().cpu().tolist()
+        probs = out.pair_probs.double().cpu().tolist()
+        return [(s, dict(zip(PAIR_NAMES, p))) for s, p in zip(scores, probs)]
+
+    # ------------------------------------------------------------------ decoding
+
+    def load(self, path: Path):
+        """Runs in a decode thread: JPEG bytes for the GPU decoder, else a Pillow-decoded image."""
+        if self.decoder == "nvjpeg" and Path(path).suffix.lower() in _JPEG_SUFFIXES:
+            from qualiclip_cli.core.images.gpu_decode import JpegBytes, read_jpeg_bytes
+
+            jpeg = read_jpeg_bytes(path, self.max_pixels)
+            if isinstance(jpeg, JpegBytes):
+                return jpeg
+        return self.decode_cpu(path)
+
+    def decode_cpu(self, path: Path):
+        from qualiclip_cli.core.images.decode import decode_image
+
+        # With nvjpeg the cache identity says "no draft": keep the CPU fallbacks to the same policy.
+        draft = self.options.draft and self.decoder == "pillow"
+        return decode_image(path, self.options.max_side, draft=draft, max_pixels=self.max_pixels)
+
+    # ------------------------------------------------------------------ pipeline
+
+    def score_files(
+        self,
+        found: Iterable,
+        cache: ResultsCache | None = None,
+        on_record: Callable[[ScoreRecord], None] | None = None,
+    ) -> Iterator[ScoreRecord]:
+        """Yield one ScoreRecord per `Found` entry, in input order (see `stream.ScoreStream`)."""
+        return ScoreStream(self, cache, on_record).run(found)
+
+    def score_bucket(self, items: list[Ready]) -> list[tuple[Ready, ScoreRecord]]:
+        """Score one bucket of same-shape images; a batch that fails is retried one image at a time."""
+        try:
+            results = self.score_pixels([item.pixels for item in items])
+        except RuntimeError as exc:  # e.g. out of memory for the batch: fall back to one at a time
+            if len(items) > 1:
+                out = []
+                for item in items:
+                    out += self.score_bucket([item])
+                return out
+            return [(items[0], ScoreRecord.failure(items[0].display, f"scoring failed: {first_line(exc)}"))]
+        return [
+            (item, ScoreRecord(path=item.display, score=score, pairs=pairs, width=item.width, height=item.height))
+            for item, (score, pairs) in zip(items, results)
+        ]
+
+
+def open_cache(scorer: Scorer, enabled: bool = True) -> ResultsCache | None:
+    """The results cache for this scorer's weights and identity, or None when disabled."""
+    if not enabled:
+        return None
+    from qualiclip_cli.core.paths import results_cache_path
+    from qualiclip_cli.core.pipeline.cache import ResultsCache
+
+    return ResultsCache(results_cache_path(), scorer.weights.sha256, scorer.identity)
