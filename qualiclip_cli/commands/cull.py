@@ -60,7 +60,7 @@ def cull(
     quarantine) are not walked, so a second cull scores nothing again. The plan/report goes to stdout, the
     summary and the run id to stderr. Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
     """
-    from qualiclip_cli.commands.score import score_choices, summarise
+    from qualiclip_cli.commands.scoring import run_scoring, summarise
     from qualiclip_cli.core.curation.plan import CULL_ACTIONS, QUARANTINE_DIRNAME, plan_cull
     from qualiclip_cli.core.errors import UsageError
     from qualiclip_cli.core.curation.selection import CullCriteria
@@ -76,7 +76,7 @@ def cull(
         raise UsageError("--to only applies to --action move or copy")
 
     choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
-    scoring = score_choices(choices, skip_under=[to] if to is not None else [])
+    scoring = run_scoring(choices, skip_under=[to] if to is not None else [])
     summarise(scoring.records, scoring.elapsed)
     plan = plan_cull(scoring.records, criteria, action=action, roots=paths, quarantine_dir=to,
                      with_siblings=with_siblings, on_collision=on_collision)

@@ -108,6 +108,7 @@ class ScoringChoices:
         return cls(**kwargs)
 
     def score_options(self):
+        """The scoring options the core takes (`ScoreOptions`)."""
         from qualiclip_cli.core.pipeline.options import ScoreOptions
 
         return ScoreOptions(
@@ -116,8 +117,11 @@ class ScoringChoices:
             rescore=self.rescore, max_pixels=self.max_pixels, decoder=self.decoder,
         )
 
-    def discovery(self) -> dict:
-        return dict(
+    def walk(self):
+        """How the PATH arguments are walked (`WalkOptions`)."""
+        from qualiclip_cli.core.pipeline.run import WalkOptions
+
+        return WalkOptions(
             recursive=self.recursive, include=tuple(self.include or ()), exclude=tuple(self.exclude or ()),
             hidden=self.hidden, follow_symlinks=self.follow,
         )

@@ -62,7 +62,7 @@ def sort(
     is journaled (`qualiclip undo`). Folders named _rejected (cull's quarantine) and the --into folder are not
     walked. Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
     """
-    from qualiclip_cli.commands.score import score_choices, summarise
+    from qualiclip_cli.commands.scoring import run_scoring, summarise
     from qualiclip_cli.core.curation.plan import QUARANTINE_DIRNAME, plan_rank_prefix, plan_sort_into
     from qualiclip_cli.core.errors import UsageError
 
@@ -75,7 +75,7 @@ def sort(
     thresholds = pr.parse_tiers(tiers) if tiers is not None else None
 
     choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
-    scoring = score_choices(choices, skip_under=[into] if into is not None else [])
+    scoring = run_scoring(choices, skip_under=[into] if into is not None else [])
     summarise(scoring.records, scoring.elapsed)
     records = scoring.records
 

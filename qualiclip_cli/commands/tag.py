@@ -56,7 +56,7 @@ def tag(
     untouched and reported (exit 3). Every write is journaled (`qualiclip undo` restores the previous
     sidecars). Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
     """
-    from qualiclip_cli.commands.score import score_choices, summarise
+    from qualiclip_cli.commands.scoring import run_scoring, summarise
     from qualiclip_cli.core.curation import xmp
     from qualiclip_cli.core.curation.execute import predict_failures
     from qualiclip_cli.core.curation.plan import plan_tag
@@ -69,7 +69,7 @@ def tag(
     xmp.rating_for(0.5, thresholds, reject_below)  # validates --reject-below before any scoring
 
     choices = opt.ScoringChoices.from_params(locals())
-    scoring = score_choices(choices)
+    scoring = run_scoring(choices)
     summarise(scoring.records, scoring.elapsed)
     plan = plan_tag(scoring.records, scoring.weights_sha256, scoring.identity, thresholds=thresholds,
                     reject_below=reject_below, label=label, naming=sidecar)

@@ -33,16 +33,18 @@ def download_bar(label: str = "Downloading QualiCLIP weights"):
             bar.stop()
 
 
+def announce_download(cache_dir: Path, url: str) -> None:
+    """Say on stderr that the weights are about to be downloaded (resolve_weights' on_download_start)."""
+    stderr().print(f"Weights not found in {cache_dir}; downloading {url}", highlight=False)
+
+
 def resolve_with_progress(explicit: Path | None, offline: bool, hash_in_background: bool = False):
     """weights.resolve_weights, saying on stderr when it is about to download."""
     from qualiclip_cli.core.model import weights as W
 
-    def announce(cache_dir: Path, url: str) -> None:
-        stderr().print(f"Weights not found in {cache_dir}; downloading {url}", highlight=False)
-
     with download_bar() as on_progress:
         return W.resolve_weights(explicit, offline, progress=on_progress, hash_in_background=hash_in_background,
-                                 on_download_start=announce)
+                                 on_download_start=announce_download)
 
 
 def download_with_progress(force: bool = False):
