@@ -172,8 +172,8 @@ def reference_scores(weights_path: Path, images: list[Path]) -> tuple[list[float
     import torch
 
     from qualiclip_cli.core.model.architecture import reference_attention_pool
-    from qualiclip_cli.core.model.qualiclip import QualiCLIP, scores_from_features
     from qualiclip_cli.core.model.layout import load_weights_dict
+    from qualiclip_cli.core.model.qualiclip import QualiCLIP, scores_from_features
 
     model = QualiCLIP.from_weights(load_weights_dict(weights_path, mmap=False)).eval()
     mean, std = model.mean, model.std

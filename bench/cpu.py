@@ -20,7 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    fill_folder, full_size_weights, max_diff, photo_set, reference_scores, run_cli,
+    fill_folder,
+    full_size_weights,
+    max_diff,
+    photo_set,
+    reference_scores,
+    run_cli,
 )
 
 

@@ -91,8 +91,8 @@ def prepare(out: Path, n_photos: int, copies: int) -> tuple[Path, list[Path], Pa
 def model_ceiling(weights: Path) -> dict:
     import torch
 
-    from qualiclip_cli.core.model.qualiclip import load_qualiclip
     from qualiclip_cli.core.model.inference import prepare_for_inference
+    from qualiclip_cli.core.model.qualiclip import load_qualiclip
 
     res = {}
     for precision, batch, size in MODEL_SHAPES:
@@ -186,13 +186,13 @@ def end_to_end(many: Path, unique: list[Path], weights: Path, out: Path) -> dict
 
 @section("GPU vs CPU reference (same-score mode)")
 def gpu_vs_cpu(unique: list[Path], weights: Path) -> dict:
-    from common import reference_scores
-
     import torch
 
     from qualiclip_cli.core.images.decode import decode_image
-    from qualiclip_cli.core.model.qualiclip import load_qualiclip
     from qualiclip_cli.core.model.inference import prepare_for_inference
+    from qualiclip_cli.core.model.qualiclip import load_qualiclip
+
+    from common import reference_scores
 
     subset = unique[:2]
     ref, _ = reference_scores(weights, subset)  # CPU, fp32, reference loop

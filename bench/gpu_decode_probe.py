@@ -87,7 +87,11 @@ def main() -> int:
     import torch
 
     from qualiclip_cli.core.images.gpu_decode import (
-        JpegBytes, _decode, quiet_torchvision_io, decode_resize_batch, read_jpeg_bytes,
+        JpegBytes,
+        _decode,
+        decode_resize_batch,
+        quiet_torchvision_io,
+        read_jpeg_bytes,
     )
 
     rows: list[tuple[str, str, str]] = []

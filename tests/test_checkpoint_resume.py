@@ -12,6 +12,7 @@ from qualiclip_cli.core.model.layout import load_weights_dict
 from training.checkpoint import atomic_torch_save, load_checkpoint, rng_state, set_rng_state
 from training.config import TrainConfig
 from training.trainer import train
+
 from training_support import write_photos
 
 

@@ -11,6 +11,7 @@ from training.dataset import (
     find_pristine,
     make_loader,
 )
+
 from training_support import write_photos
 
 KEYS = ["gaublur", "whitenoise", "jpeg", "pixelate", "nonlincontrchange"]

@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from qualiclip_cli.core.model.layout import load_weights_dict
 from training.config import TrainConfig
 from training.trainer import train
+
 from training_support import write_photos
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin, features
 
+from qualiclip_cli.core.errors import ImageError
 from qualiclip_cli.core.images import decode as decode_mod
 from qualiclip_cli.core.images import policy as policy_mod
-from qualiclip_cli.core.images.policy import DECODE_PIXEL_LIMIT, MIN_SIDE, policy_identity, scaled_size
 from qualiclip_cli.core.images.decode import DecodedImage, decode_image, resize_bicubic
-from qualiclip_cli.core.errors import ImageError
+from qualiclip_cli.core.images.policy import DECODE_PIXEL_LIMIT, MIN_SIDE, policy_identity, scaled_size
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,7 @@ SHORT_SIDE_FOR = {"colorshift": 224}
 SEVERITY_SEEDS = 3
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def photo(name: str, short_side: int) -> torch.Tensor:
     """A scikit-image photo as 3×H×W float32 in [0, 1], downscaled and quantised to 8 bits like a real file."""
     pixels = torch.from_numpy(getattr(data, name)()).permute(2, 0, 1).to(torch.float32) / 255

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from cli_support import run_cli
 from qualiclip_cli.core.pipeline.options import ScoreOptions
 from training.evaluate import (
     evaluate_mos,
@@ -17,6 +16,8 @@ from training.evaluate import (
     read_mos_csv,
     srcc,
 )
+
+from cli_support import run_cli
 from training_support import write_photos
 
 KEYS = ["gaublur", "whitenoise", "jpeg"]
@@ -37,10 +38,10 @@ def second_weights(tmp_path_factory):
 
 
 def scores_of(weights, photos):
-    from qualiclip_cli.core.images.discovery import Found
-    from qualiclip_cli.core.pipeline.scorer import Scorer
-    from qualiclip_cli.core.model.weights import ResolvedWeights
     from qualiclip_cli.core.hashing import sha256_file
+    from qualiclip_cli.core.images.discovery import Found
+    from qualiclip_cli.core.model.weights import ResolvedWeights
+    from qualiclip_cli.core.pipeline.scorer import Scorer
 
     scorer = Scorer(ResolvedWeights(weights, sha256_file(weights), "argument"), ScoreOptions(use_cache=False))
     files = sorted(photos.iterdir())

@@ -5,9 +5,10 @@ import os
 
 import pytest
 
-from curation_support import sha, write
 from qualiclip_cli.core.curation import fileops, trash
 from qualiclip_cli.core.errors import CurationError
+
+from curation_support import sha, write
 
 MTIME = 1_600_000_000
 

@@ -5,8 +5,8 @@ import torch
 
 from qualiclip_cli.core.model import fused_trunk
 from qualiclip_cli.core.model.architecture import ModifiedResNet, VisualConfig
-from qualiclip_cli.core.model.qualiclip import QualiCLIP
 from qualiclip_cli.core.model.inference import fold_batchnorm, prepare_for_inference
+from qualiclip_cli.core.model.qualiclip import QualiCLIP
 
 # Two blocks in the first stages: the blocks without a downsample branch (residual = the block's input,
 # accumulated in place) are exercised as well as the first block of each stage.

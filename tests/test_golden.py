@@ -7,10 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from qualiclip_cli.core.model.qualiclip import load_qualiclip
-from qualiclip_cli.core.model.layout import split_weights
+from qualiclip_cli.core.model.layout import load_weights_dict, split_weights
 from qualiclip_cli.core.model.prompts import CLIP_MEAN, CLIP_STD, PROMPTS
-from qualiclip_cli.core.model.layout import load_weights_dict
+from qualiclip_cli.core.model.qualiclip import load_qualiclip
 
 
 @pytest.fixture(scope="module")

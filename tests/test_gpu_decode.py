@@ -13,13 +13,17 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from qualiclip_cli.core.images.policy import MIN_SIDE, policy_identity, scaled_size
-from qualiclip_cli.core.images.decode import decode_image
 from qualiclip_cli.core.errors import ImageError
+from qualiclip_cli.core.images.decode import decode_image
 from qualiclip_cli.core.images.gpu_decode import (
-    Fallback, GpuDecodeError, JpegBytes, decode_resize_batch, orient, read_jpeg_bytes,
+    Fallback,
+    GpuDecodeError,
+    JpegBytes,
+    decode_resize_batch,
+    orient,
+    read_jpeg_bytes,
 )
-from qualiclip_cli.core.images.policy import gpu_policy_identity
+from qualiclip_cli.core.images.policy import MIN_SIDE, gpu_policy_identity, policy_identity, scaled_size
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # Pixel bounds (mean |diff| over all pixels and channels, max |diff|) against Pillow, per device.
@@ -120,7 +124,7 @@ def test_resize_targets_are_scaled_size(tmp_path, device):
         assert isinstance(t, torch.Tensor) and tuple(t.shape) == (3, th, tw), (path, max_side)
     # A mixed batch (one max_side, many sizes) gives each image its own target.
     out = decode_resize_batch([it[0] for it in items], 128, device)
-    for ((path, jpeg), _), t in zip(items, out):
+    for ((_path, jpeg), _), t in zip(items, out):
         w, h = jpeg.size
         tw, th = scaled_size(*((h, w) if jpeg.orientation >= 5 else (w, h)), 128)
         assert tuple(t.shape) == (3, th, tw)

@@ -8,13 +8,14 @@ import sys
 
 import pytest
 
-from curation_support import REPO_ROOT, record, snapshot, write
 from qualiclip_cli.core.curation import fileops, journal
 from qualiclip_cli.core.curation.execute import execute
 from qualiclip_cli.core.curation.plan import plan_cull, plan_rank_prefix, plan_sort_into, plan_tag
+from qualiclip_cli.core.curation.selection import CullCriteria
 from qualiclip_cli.core.curation.undo import undo
 from qualiclip_cli.core.errors import CurationError, JournalError
-from qualiclip_cli.core.curation.selection import CullCriteria
+
+from curation_support import REPO_ROOT, record, snapshot, write
 
 
 class Crash(BaseException):

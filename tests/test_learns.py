@@ -20,6 +20,7 @@ import torch
 from training.config import TrainConfig
 from training.evaluate import evaluate_synthetic, label_weights
 from training.trainer import train
+
 from training_support import HELD_OUT_SOURCES, TRAIN_SOURCES, random_clip_weights, write_photos
 
 DISTORTIONS = ["gaublur", "whitenoise", "jpeg", "pixelate", "nonlincontrchange"]

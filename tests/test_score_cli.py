@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_support import make_photo_dir, natural_image, run_cli, run_process
 from qualiclip_cli.commands.formats import read_records
+
+from cli_support import make_photo_dir, natural_image, run_cli, run_process
 
 
 def _jsonl(text):

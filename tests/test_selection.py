@@ -2,11 +2,20 @@
 
 import pytest
 
+from qualiclip_cli.core.curation.selection import (
+    TIER_FOLDERS,
+    CullCriteria,
+    assign_tier,
+    best_first,
+    rank_prefix,
+    rank_width,
+    ranked,
+    select_for_cull,
+    tier_folder,
+    validate_thresholds,
+)
 from qualiclip_cli.core.errors import UsageError
 from qualiclip_cli.core.records import ScoreRecord
-from qualiclip_cli.core.curation.selection import (
-    TIER_FOLDERS, CullCriteria, assign_tier, best_first, rank_prefix, rank_width, ranked, select_for_cull, tier_folder, validate_thresholds,
-)
 
 
 def recs(*pairs):

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from curation_support import REPO_ROOT, snapshot, write
 from qualiclip_cli.core.curation import journal
 from qualiclip_cli.core.curation.undo import undo
+
+from curation_support import REPO_ROOT, snapshot, write
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 

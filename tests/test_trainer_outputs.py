@@ -8,13 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_support import run_cli
+from qualiclip_cli.core.errors import OfflineError, WeightsError
 from qualiclip_cli.core.model import layout
 from qualiclip_cli.core.model import weights as W
-from qualiclip_cli.core.errors import OfflineError, WeightsError
 from training.config import TrainConfig
 from training.init_weights import OPENAI_RN50, load_init
 from training.trainer import lr_at, train
+
+from cli_support import run_cli
 from training_support import write_photos
 
 

@@ -6,10 +6,11 @@ import os
 import pytest
 import torch
 
-from http_server import FileServer
+from qualiclip_cli.core.errors import OfflineError, WeightsError
 from qualiclip_cli.core.model import layout
 from qualiclip_cli.core.model import weights as W
-from qualiclip_cli.core.errors import OfflineError, WeightsError
+
+from http_server import FileServer
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +152,7 @@ def test_background_hash_is_the_same_digest(tiny_weights_file):
 def test_background_verification_fails_when_the_digest_is_read(tiny_bytes, tiny_spec, isolated_home, monkeypatch):
     from qualiclip_cli.core.pipeline.options import ScoreOptions
     from qualiclip_cli.core.pipeline.scorer import Scorer
+
     from tiny_weights import write_tiny_weights
 
     with FileServer() as server:
@@ -159,7 +161,7 @@ def test_background_verification_fails_when_the_digest_is_read(tiny_bytes, tiny_
     write_tiny_weights(path, seed=7)  # loads fine: only the hash tells it from the installed file
     resolved = W.resolve_weights(spec=tiny_spec, hash_in_background=True)  # returns while hashing
     with pytest.raises(WeightsError, match="corrupted or replaced"):
-        resolved.sha256
+        _ = resolved.sha256
     with pytest.raises(WeightsError, match="corrupted or replaced"):  # the Scorer reads it before scoring
         Scorer(W.resolve_weights(spec=tiny_spec, hash_in_background=True), ScoreOptions(use_cache=False))
 

@@ -7,13 +7,14 @@ import subprocess
 
 import pytest
 
-from curation_support import record, sha, write
 from qualiclip_cli.core.curation import xmp
 from qualiclip_cli.core.curation.execute import execute
 from qualiclip_cli.core.curation.plan import plan_tag
 from qualiclip_cli.core.curation.undo import undo
 from qualiclip_cli.core.errors import CurationError, UsageError
-from qualiclip_cli.core.model.prompts import PAIR_NAMES
+from qualiclip_cli.core.records import PAIR_NAMES
+
+from curation_support import record, sha, write
 
 WEIGHTS = "0123456789abcdef" * 4
 PAIRS = {name: round(0.1 * (i + 1), 3) for i, name in enumerate(PAIR_NAMES)}
@@ -144,7 +145,7 @@ def shoot(tmp_path, monkeypatch):
     write(root / "IMG_1.xmp", FOREIGN)
     write(root / "IMG_3.xmp", b"<x:xmpmeta broken")
     records = [record(p, s) for p, s in zip(photos, (0.9, 0.1, 0.5))]
-    for r, p in zip(records, photos):
+    for r, _p in zip(records, photos):
         r.pairs = PAIRS
     return root, records
 

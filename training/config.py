@@ -59,7 +59,7 @@ class TrainConfig:
     log_every: int = 10
     out_dir: str = "qualiclip-run"
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         from qualiclip_cli.core.errors import UsageError
 
         def need(cond: bool, message: str) -> None:
@@ -98,7 +98,7 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -119,5 +119,5 @@ class TrainConfig:
         atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "TrainConfig":
+    def load(cls, path: Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -23,7 +23,7 @@ class Box:
     def cut(self, image: torch.Tensor) -> torch.Tensor:
         return image[..., self.top : self.top + self.size, self.left : self.left + self.size]
 
-    def overlap(self, other: "Box") -> int:
+    def overlap(self, other: Box) -> int:
         """Overlapping area in pixels."""
         dy = max(0, min(self.top, other.top) + self.size - max(self.top, other.top))
         dx = max(0, min(self.left, other.left) + self.size - max(self.left, other.left))

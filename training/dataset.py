@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -85,7 +85,7 @@ class DistortionPlan:
     compose: int = 1
 
     @classmethod
-    def from_keys(cls, keys: Sequence[str] | None, balanced: bool = True, compose: int = 1) -> "DistortionPlan":
+    def from_keys(cls, keys: Sequence[str] | None, balanced: bool = True, compose: int = 1) -> DistortionPlan:
         from training.degradations import DISTORTIONS
 
         chosen = tuple(keys) if keys else tuple(DISTORTIONS)

@@ -74,8 +74,8 @@ from __future__ import annotations
 import io
 import math
 import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

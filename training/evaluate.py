@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from qualiclip_cli.core.errors import UsageError
-
 
 # ------------------------------------------------------------------------------------------- statistics
 
@@ -126,11 +125,11 @@ def evaluate_mos(
     progress: Callable[[int], None] | None = None,
 ) -> list[MosResult]:
     """SRCC and PLCC between each weights file's scores and the MOS (files that cannot be read are skipped)."""
-    from qualiclip_cli.core.images.discovery import Found
-    from qualiclip_cli.core.pipeline.scorer import Scorer
-    from qualiclip_cli.core.pipeline.options import ScoreOptions
-    from qualiclip_cli.core.model.weights import ResolvedWeights
     from qualiclip_cli.core.hashing import sha256_file
+    from qualiclip_cli.core.images.discovery import Found
+    from qualiclip_cli.core.model.weights import ResolvedWeights
+    from qualiclip_cli.core.pipeline.options import ScoreOptions
+    from qualiclip_cli.core.pipeline.scorer import Scorer
 
     rows = read_mos_csv(csv_path)
     options = options or ScoreOptions(use_cache=False)
@@ -216,10 +215,9 @@ def evaluate_synthetic(
     progress: Callable[[int], None] | None = None,
 ) -> list[SyntheticResult]:
     """Distortion-ranking check on held-out photos for each weights file (or already built QualiCLIP models)."""
+    from qualiclip_cli.core.errors import ImageError
     from training.dataset import degraded_levels, derived_seed, find_pristine, load_image, to_uint8
     from training.degradations import DISTORTIONS
-
-    from qualiclip_cli.core.errors import ImageError
 
     keys = list(distortions) if distortions else list(DISTORTIONS)
     unknown = [k for k in keys if k not in DISTORTIONS]

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
 import torch
 
-from qualiclip_cli.core.model import layout
-
-from qualiclip_cli.core.model import weights as W
 from qualiclip_cli.core.errors import OfflineError, WeightsError
+from qualiclip_cli.core.model import layout
+from qualiclip_cli.core.model import weights as W
 from qualiclip_cli.core.model.layout import CLIP_PREFIX, PROMPTS_KEY, split_weights
 
 # Keys of an OpenAI-layout CLIP state dict (open_clip's CLIP uses the same names).

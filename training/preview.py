@@ -3,7 +3,7 @@ degradation table before training (`qualiclip train preview`)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image, ImageDraw, ImageFont

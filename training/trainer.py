@@ -17,17 +17,17 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qualiclip_cli.core.model.architecture import ModifiedResNet, VisualConfig
 from qualiclip_cli.core.atomic import atomic_write_text
 from qualiclip_cli.core.errors import UsageError
+from qualiclip_cli.core.model.architecture import ModifiedResNet, VisualConfig
 from qualiclip_cli.core.model.layout import CLIP_PREFIX, PROMPTS_KEY, visual_state_dict
 from qualiclip_cli.core.model.prompts import CLIP_MEAN, CLIP_STD
 from training import distributed as D

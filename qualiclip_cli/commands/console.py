@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stderr(file_id: int) -> Console:
     return Console(file=sys.stderr, stderr=True, soft_wrap=True)
 
@@ -39,7 +39,14 @@ def make_progress(description: str, total: int | None):
     """A Rich progress bar on stderr, or a do-nothing stand-in when stderr is not a terminal."""
     if not progress_enabled():
         return _NoProgress()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -62,8 +62,8 @@ def cull(
     """
     from qualiclip_cli.commands.scoring import run_scoring, summarise
     from qualiclip_cli.core.curation.plan import CULL_ACTIONS, QUARANTINE_DIRNAME, plan_cull
-    from qualiclip_cli.core.errors import UsageError
     from qualiclip_cli.core.curation.selection import CullCriteria
+    from qualiclip_cli.core.errors import UsageError
 
     criteria = CullCriteria(below=below, keep_top=keep_top, bottom_percent=bottom_percent)
     pr.check_format(fmt)

@@ -16,7 +16,7 @@ EXIT_USAGE = 2
 EXIT_PARTIAL = 3  # finished, but some files failed
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> "typer.Exit":
+def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
     stderr().print(f"[bold red]qualiclip: error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Iterable, TextIO
+from collections.abc import Iterable
+from typing import TextIO
 
-from qualiclip_cli.core.model.prompts import PAIR_NAMES
-from qualiclip_cli.core.records import BASE_FIELDS, ScoreRecord
+from qualiclip_cli.core.records import BASE_FIELDS, PAIR_NAMES, ScoreRecord
 
 
 def write_rows(rows: Iterable[dict], fmt: str, out: TextIO) -> None:

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from qualiclip_cli.commands.formats import write_rows
 from qualiclip_cli.commands.errors import handle_errors
+from qualiclip_cli.commands.formats import write_rows
 
 HISTORY_FORMATS = ("table", "jsonl", "json")
 

@@ -94,7 +94,7 @@ class ScoringChoices:
     decoder: str = "auto"
 
     @classmethod
-    def from_params(cls, values: dict, extra_exclude: tuple[str, ...] | list[str] = ()) -> "ScoringChoices":
+    def from_params(cls, values: dict, extra_exclude: tuple[str, ...] | list[str] = ()) -> ScoringChoices:
         """From a command's parameters (pass `locals()`), plus exclude globs. Every field must be a parameter of
         the command: a scoring command that forgot one would otherwise quietly score with its default."""
         from dataclasses import fields

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterable, Mapping, Optional, Sequence
+from typing import Annotated, Optional
 
 import typer
 
 from qualiclip_cli.commands.console import stderr
-from qualiclip_cli.commands.formats import write_rows
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL
+from qualiclip_cli.commands.formats import write_rows
 
 PLAN_FORMATS = ("text", "jsonl", "json")
 
@@ -111,8 +112,8 @@ def check_format(fmt: str) -> str:
 
 
 def check_on_collision(value: str) -> str:
-    from qualiclip_cli.core.errors import UsageError
     from qualiclip_cli.core.curation.fileops import ON_COLLISION_CHOICES
+    from qualiclip_cli.core.errors import UsageError
 
     if value not in ON_COLLISION_CHOICES:
         raise UsageError(f"--on-collision must be one of {', '.join(ON_COLLISION_CHOICES)}, got {value!r}")
@@ -120,8 +121,8 @@ def check_on_collision(value: str) -> str:
 
 
 def parse_tiers(text: str) -> tuple[float, float, float, float]:
-    from qualiclip_cli.core.errors import UsageError
     from qualiclip_cli.core.curation.selection import validate_thresholds
+    from qualiclip_cli.core.errors import UsageError
 
     try:
         values = [float(part) for part in text.split(",")]

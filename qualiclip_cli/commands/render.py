@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import TextIO
 
 from rich.table import Table
 
@@ -25,7 +26,7 @@ def sort_records(records: list, order: str) -> list:
 
 
 def records_table(records: Iterable, details: bool = False) -> Table:
-    from qualiclip_cli.core.model.prompts import PAIR_NAMES
+    from qualiclip_cli.core.records import PAIR_NAMES
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("path", overflow="fold")

@@ -9,8 +9,8 @@ import typer
 
 from qualiclip_cli.commands import plan_render as pr
 from qualiclip_cli.commands.console import stderr
-from qualiclip_cli.commands.formats import write_rows
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
+from qualiclip_cli.commands.formats import write_rows
 
 
 @handle_errors

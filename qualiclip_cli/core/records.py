@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: Names of the seven sub-scores, one per prompt pair of `model.prompts.PROMPT_PAIRS`, in the same order.
+PAIR_NAMES: tuple[str, ...] = ("overall", "sharpness", "edges", "resolution", "noise", "quality", "picture")
+
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -34,7 +37,7 @@ class ScoreRecord:
         return self.status == STATUS_OK
 
     @classmethod
-    def failure(cls, path: str, reason: str) -> "ScoreRecord":
+    def failure(cls, path: str, reason: str) -> ScoreRecord:
         return cls(path=path, score=None, status=STATUS_ERROR, error=reason)
 
     def to_dict(self, details: bool = False) -> dict:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from qualiclip_cli.core.curation import fileops, journal, trash, xmp
 from qualiclip_cli.core.curation.plan import Operation, Plan

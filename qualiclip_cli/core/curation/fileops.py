@@ -20,14 +20,14 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from qualiclip_cli.core.atomic import fsync_dir
-from qualiclip_cli.core.hashing import sha256_file
 from qualiclip_cli.core.errors import CurationError
+from qualiclip_cli.core.hashing import sha256_file
 
 ON_COLLISION_CHOICES = ("number", "refuse")
 PARTIAL_SUFFIX = ".qualiclip-partial"
@@ -115,7 +115,7 @@ def make_dirs(directory: str | os.PathLike) -> list[Path]:
             d.mkdir()
         except FileExistsError:
             if not d.is_dir():
-                raise CurationError(f"{d}: exists and is not a directory")
+                raise CurationError(f"{d}: exists and is not a directory") from None
             continue
         except OSError as exc:
             raise CurationError(f"{d}: cannot create directory ({exc.strerror or exc})") from exc

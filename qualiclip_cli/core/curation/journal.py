@@ -25,14 +25,14 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from qualiclip_cli.core import paths
-from qualiclip_cli.core.errors import JournalError
 from qualiclip_cli.core.atomic import fsync_dir
+from qualiclip_cli.core.errors import JournalError
 
 JOURNAL_VERSION = 1
 JOURNAL_SUFFIX = ".jsonl"
@@ -73,7 +73,7 @@ class JournalWriter:
     @classmethod
     def start(cls, command: str, argv: Sequence[str], roots: Iterable[str | os.PathLike] = (),
               planned: int = 0, cwd: str | os.PathLike | None = None,
-              directory: str | os.PathLike | None = None) -> "JournalWriter":
+              directory: str | os.PathLike | None = None) -> JournalWriter:
         """Create the run's journal file and write its header."""
         folder = _directory(directory)
         try:
@@ -122,7 +122,7 @@ class JournalWriter:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "JournalWriter":
+    def __enter__(self) -> JournalWriter:
         return self
 
     def __exit__(self, *exc) -> None:

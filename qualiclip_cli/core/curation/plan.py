@@ -22,17 +22,26 @@ numbered). Photos already inside the quarantine folder are left out.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from qualiclip_cli.core.curation import fileops, xmp
-from qualiclip_cli.core.errors import UsageError
-from qualiclip_cli.core.records import ScoreRecord
 from qualiclip_cli.core.curation.selection import (
-    DEFAULT_TIER_THRESHOLDS, CullCriteria, assign_tier, rank_prefix, rank_width, ranked, scored, select_for_cull, tier_folder, validate_thresholds,
+    DEFAULT_TIER_THRESHOLDS,
+    CullCriteria,
+    assign_tier,
+    rank_prefix,
+    rank_width,
+    ranked,
+    scored,
+    select_for_cull,
+    tier_folder,
+    validate_thresholds,
 )
 from qualiclip_cli.core.curation.siblings import DirectoryIndex, find_siblings, renamed_sibling
+from qualiclip_cli.core.errors import UsageError
+from qualiclip_cli.core.records import ScoreRecord
 
 QUARANTINE_DIRNAME = "_rejected"
 CULL_ACTIONS = ("list", "move", "copy", "trash")

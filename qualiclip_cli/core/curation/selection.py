@@ -7,8 +7,8 @@ never ranked and never counted. Every ordering is deterministic: by score, then 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from qualiclip_cli.core.errors import UsageError
 from qualiclip_cli.core.records import ScoreRecord

@@ -23,14 +23,14 @@ import math
 import os
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
-from qualiclip_cli.core.errors import CurationError, UsageError
-from qualiclip_cli.core.model.prompts import PAIR_NAMES
 from qualiclip_cli.core.curation.selection import DEFAULT_TIER_THRESHOLDS, assign_tier
 from qualiclip_cli.core.curation.siblings import DirectoryIndex
+from qualiclip_cli.core.errors import CurationError, UsageError
+from qualiclip_cli.core.records import PAIR_NAMES
 
 QUALICLIP_NS = "http://ns.qualiclip.org/1.0/"
 QUALICLIP_PREFIX = "qualiclip"
@@ -60,7 +60,7 @@ _EMPTY_SIDECAR = (
     '  <rdf:Description rdf:about=""/>\n'
     " </rdf:RDF>\n"
     "</x:xmpmeta>\n"
-).encode("utf-8")
+).encode()
 
 # ElementTree keeps its prefix table globally; registration and serialisation happen under this lock.
 _NAMESPACE_LOCK = threading.Lock()

@@ -38,12 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
-from PIL import JpegImagePlugin
+from PIL import ExifTags, Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from qualiclip_cli.core.errors import ImageError, one_line
 from qualiclip_cli.core.images.policy import (
-    SWAPPING_ORIENTATIONS, check_min_side, check_pixels, scaled_size,
+    SWAPPING_ORIENTATIONS,
+    check_min_side,
+    check_pixels,
+    scaled_size,
 )
 
 __all__ = ["DecodedImage", "decode_image", "exif_orientation", "heif_support", "resize_bicubic", "setup_pillow"]

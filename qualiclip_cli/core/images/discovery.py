@@ -38,9 +38,9 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 __all__ = ["IMAGE_EXTENSIONS", "Found", "find_images", "is_image_name"]
 

@@ -26,18 +26,23 @@ import io
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence, Union
+from typing import NamedTuple, Union
 
 import torch
 import torch.nn.functional as F
 
+from qualiclip_cli.core.errors import ImageError, one_line
 from qualiclip_cli.core.images.decode import exif_orientation, setup_pillow
 from qualiclip_cli.core.images.policy import (
-    DECODE_PIXEL_LIMIT, SWAPPING_ORIENTATIONS, check_min_side, gpu_policy_identity, scaled_size,
+    DECODE_PIXEL_LIMIT,
+    SWAPPING_ORIENTATIONS,
+    check_min_side,
+    gpu_policy_identity,
+    scaled_size,
 )
-from qualiclip_cli.core.errors import ImageError, one_line
 
 __all__ = [
     "Fallback",

@@ -35,7 +35,7 @@ class VisualConfig:
         return self.width * 32
 
     @classmethod
-    def from_state_dict(cls, sd: dict[str, torch.Tensor], prefix: str = "visual.") -> "VisualConfig":
+    def from_state_dict(cls, sd: dict[str, torch.Tensor], prefix: str = "visual.") -> VisualConfig:
         layers = tuple(
             len({k[len(prefix):].split(".")[1] for k in sd if k.startswith(f"{prefix}layer{i}.")})
             for i in (1, 2, 3, 4)

@@ -14,7 +14,7 @@ the eager trunk. The model must already have its batch-norms folded (`model.fold
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -86,7 +86,7 @@ def build_fused_trunk(visual: ModifiedResNet) -> Callable[[ModifiedResNet, torch
     except (RuntimeError, NotImplementedError, AttributeError, TypeError):
         return None
     scale = float(expected.abs().max()) or 1.0
-    if got.shape != expected.shape or not bool(((got - expected).abs().max() <= _CHECK_TOLERANCE * scale)):
+    if got.shape != expected.shape or not bool((got - expected).abs().max() <= _CHECK_TOLERANCE * scale):
         return None
     return run_fused_trunk
 

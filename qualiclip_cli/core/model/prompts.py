@@ -1,4 +1,4 @@
-"""The seven antonym prompt pairs of QualiCLIP (SPEC section 1), positive first."""
+"""The seven antonym prompt pairs of QualiCLIP, positive first, the CLIP mean/std and the fixed logit scale."""
 
 PROMPT_PAIRS: tuple[tuple[str, str], ...] = (
     ("Good photo.", "Bad photo."),
@@ -10,8 +10,8 @@ PROMPT_PAIRS: tuple[tuple[str, str], ...] = (
     ("Good picture.", "Bad picture."),
 )
 
-# Names of the sub-scores, one per pair, in the same order.
-PAIR_NAMES: tuple[str, ...] = ("overall", "sharpness", "edges", "resolution", "noise", "quality", "picture")
+# The sub-scores are named in the same order by records.PAIR_NAMES (the output vocabulary): overall, sharpness,
+# edges, resolution, noise, quality, picture.
 
 # Row order of `prompts_features` in the weights file: pos1, neg1, ..., pos7, neg7.
 PROMPTS: tuple[str, ...] = tuple(text for pair in PROMPT_PAIRS for text in pair)

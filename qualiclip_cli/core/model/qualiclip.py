@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,7 @@ class QualiCLIP(nn.Module):
         self.fast_trunk: Callable[[ModifiedResNet, torch.Tensor], torch.Tensor] | None = None
 
     @classmethod
-    def from_weights(cls, weights: dict[str, torch.Tensor]) -> "QualiCLIP":
+    def from_weights(cls, weights: dict[str, torch.Tensor]) -> QualiCLIP:
         """Build from a loaded weights dict without random initialisation (meta device, then assign)."""
         clip_sd, prompts = split_weights(weights)
         visual_sd = {k: v.float() if v.is_floating_point() else v for k, v in visual_state_dict(clip_sd).items()}

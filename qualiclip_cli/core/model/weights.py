@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from qualiclip_cli.core import paths
 from qualiclip_cli.core.atomic import atomic_write_text, fsync_dir
@@ -42,7 +42,7 @@ class WeightsSpec:
     url_env: str = "QUALICLIP_WEIGHTS_URL"  # lets users point at a mirror (and tests at 127.0.0.1)
     # check(path, origin, spec) for files that are not QualiCLIP .pth files (e.g. a CLIP safetensors file used
     # to start training); raises WeightsError. None: the QualiCLIP layout check (`validate_weights`).
-    check: Callable[[Path, str, "WeightsSpec"], None] | None = None
+    check: Callable[[Path, str, WeightsSpec], None] | None = None
 
     @property
     def download_url(self) -> str:

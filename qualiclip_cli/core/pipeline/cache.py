@@ -43,7 +43,7 @@ class FileIdentity:
     mtime_ns: int
 
     @classmethod
-    def of(cls, path: Path) -> "FileIdentity":
+    def of(cls, path: Path) -> FileIdentity:
         st = os.stat(path)
         return cls(str(Path(path).absolute()), st.st_size, st.st_mtime_ns)
 
@@ -85,7 +85,7 @@ class ResultsCache:
         self._conn.executescript(_SCHEMA)
         self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def __enter__(self) -> "ResultsCache":
+    def __enter__(self) -> ResultsCache:
         return self
 
     def __exit__(self, *exc) -> None:

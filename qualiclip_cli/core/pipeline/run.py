@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from qualiclip_cli.core.images.discovery import find_images
 from qualiclip_cli.core.model.weights import ProgressCallback, resolve_weights

@@ -8,17 +8,17 @@ loads: the scorer waits for it (and its verdict) before it scores anything.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from qualiclip_cli.core.errors import UsageError, first_line
 from qualiclip_cli.core.images.policy import scoring_identity
-from qualiclip_cli.core.model.prompts import PAIR_NAMES
 from qualiclip_cli.core.model.runtime import Runtime, make_runtime, reuse_freed_memory
 from qualiclip_cli.core.model.weights import ResolvedWeights
 from qualiclip_cli.core.pipeline.options import DECODERS, DEFAULT_NATIVE_MAX_PIXELS, ScoreOptions
 from qualiclip_cli.core.pipeline.stream import Ready, ScoreStream
-from qualiclip_cli.core.records import ScoreRecord
+from qualiclip_cli.core.records import PAIR_NAMES, ScoreRecord
 
 if TYPE_CHECKING:
     from qualiclip_cli.core.pipeline.cache import ResultsCache

@@ -10,10 +10,11 @@ all buckets exceed `BUCKET_PIXEL_BUDGET`. A small reorder buffer hands records o
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from qualiclip_cli.core.errors import ImageError
 from qualiclip_cli.core.records import ScoreRecord
