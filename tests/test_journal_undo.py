@@ -60,8 +60,8 @@ def test_dry_run_plans_touch_nothing(shoot, home, tmp_path):
              plan_sort_into(records, tmp_path / "sorted", mode="move"),
              plan_rank_prefix(records),
              plan_tag(records, "ab" * 32, "policy")]
-    lines = [line for p in plans for line in p.describe()]
-    assert len(lines) > 20
+    operations = [op for p in plans for op in p.operations]
+    assert len(operations) > 20
     assert snapshot(tmp_path, include_dirs=True) == before
     assert not home.exists()
 
@@ -69,7 +69,8 @@ def test_dry_run_plans_touch_nothing(shoot, home, tmp_path):
 def test_plan_renders_like_the_run(shoot, home):
     plan = cull(shoot)
     result = execute(plan, argv=["cull", "--below", "0.4"])
-    assert [o.describe() for o in result.outcomes] == plan.describe()
+    assert [o.operation for o in result.outcomes] == plan.operations  # one outcome per planned step, in order
+    assert all(o.status == "done" and o.destination == o.operation.destination for o in result.outcomes)
 
 
 def test_move_and_undo_restore_the_tree_byte_identical(shoot, home, tmp_path):
@@ -130,7 +131,7 @@ def test_refuse_mode_skips_at_plan_time_and_fails_at_run_time(shoot, home):
     root, _ = shoot
     write(root / "_rejected/a/IMG_1.jpg", b"an older reject")
     plan = cull(shoot, on_collision="refuse")
-    assert root / "a/IMG_1.jpg" in [p for p, _ in plan.skipped]
+    assert root / "a/IMG_1.jpg" in [s.photo for s in plan.skipped]
     assert all(op.source.parent != root / "a" for op in plan)  # its siblings stay too
     # a destination that appears after planning: the operation fails, nothing is overwritten
     write(root / "_rejected/b/IMG_3.jpg", b"appeared")

@@ -58,11 +58,13 @@ class WeightsChoice:
     path: Path
 
 
-def label_weights(paths: Sequence[Path], names: Sequence[str] | None = None) -> list[WeightsChoice]:
-    """Short unique labels: the given names, else file names (parent/name when file names collide)."""
-    labels = list(names) if names else [p.name for p in paths]
+def label_weights(paths: Sequence[Path], names: Sequence[str | None] | None = None) -> list[WeightsChoice]:
+    """Short unique labels: the given name (e.g. "official"), else the file name; when file names collide, the
+    unnamed files are labelled by their whole path."""
+    given = list(names) if names else [None] * len(paths)
+    labels = [name or Path(p).name for name, p in zip(given, paths)]
     if len(set(labels)) != len(labels):
-        labels = [str(p) for p in paths]
+        labels = [name or str(p) for name, p in zip(given, paths)]
     return [WeightsChoice(label, Path(p)) for label, p in zip(labels, paths)]
 
 

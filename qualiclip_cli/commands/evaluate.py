@@ -58,23 +58,22 @@ def evaluate(
 
 def _resolve_weights(specs: list[str], offline: bool):
     from qualiclip_cli.core.errors import UsageError
-    from training.evaluate import WeightsChoice
+    from training.evaluate import label_weights
 
-    choices = []
+    paths, names = [], []
     for spec in specs:
         if spec.strip().lower() in OFFICIAL:
             from qualiclip_cli.commands.weights_progress import resolve_with_progress
 
-            choices.append(WeightsChoice("official", resolve_with_progress(None, offline).path))
+            paths.append(resolve_with_progress(None, offline).path)
+            names.append("official")
             continue
         path = Path(spec).expanduser()
         if not path.is_file():
             raise UsageError(f"--weights {spec}: no such file (or use 'official')")
-        choices.append(WeightsChoice(path.name, path))
-    labels = [c.label for c in choices]
-    if len(set(labels)) != len(labels):
-        choices = [WeightsChoice(c.label if c.label == "official" else str(c.path), c.path) for c in choices]
-    return choices
+        paths.append(path)
+        names.append(None)
+    return label_weights(paths, names)
 
 
 def _run_mos(mos, choices, max_side, jpeg_draft, device, precision, batch_size) -> dict:

@@ -45,18 +45,8 @@ def history(
             return
         stdout().print(_table(runs))
         return
-    write_rows([{**asdict(r), "state": state(r)} for r in runs], fmt, sys.stdout)
+    write_rows([{**asdict(r), "state": r.state} for r in runs], fmt, sys.stdout)
     sys.stdout.flush()
-
-
-def state(run) -> str:
-    if run.problem:
-        return "unreadable"
-    if run.undone == "complete":
-        return "undone"
-    if run.undone == "partial":
-        return "partly undone"
-    return "done" if run.finished else "interrupted"
 
 
 def _table(runs):
@@ -73,5 +63,5 @@ def _table(runs):
             continue
         when = run.time[:19].replace("T", " ")
         table.add_row(run.run_id, when, run.command, str(run.counts.get("done", 0)), str(run.counts.get("failed", 0)),
-                      state(run), escape(" ".join(run.argv)))
+                      run.state, escape(" ".join(run.argv)))
     return table

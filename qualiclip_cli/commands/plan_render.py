@@ -49,9 +49,6 @@ WithSiblings = Annotated[
                  help="Sidecars (IMG_1.xmp, IMG_1.jpg.xmp) and RAW+JPEG siblings (IMG_1.CR2) go with their photo."),
 ]
 
-# Reasons the core gives for leaving a photo out that mean the user's request was not carried out for it.
-_PROBLEM_SKIPS = ("destination exists", "not found", "sidecar ")
-
 _VERBS = {
     "move": ("moved", "would move", "file"),
     "copy": ("copied", "would copy", "file"),
@@ -72,6 +69,7 @@ class Row:
     score: Optional[float]
     reason: str
     sibling_of: Optional[Path] = None
+    skip: Optional[object] = None  # the plan's Skip, for a photo the plan left out
 
     def to_dict(self) -> dict:
         return {
@@ -172,12 +170,8 @@ def _score_of(op, scores: Mapping[Path, float]) -> Optional[float]:
 
 
 def _skipped_rows(plan, action: str, scores: Mapping[Path, float]) -> list[Row]:
-    return [Row(action, photo, None, "skipped", reason, scores.get(photo), "left out")
-            for photo, reason in plan.skipped]
-
-
-def is_problem_skip(reason: str) -> bool:
-    return reason.startswith(_PROBLEM_SKIPS)
+    return [Row(action, s.photo, None, "skipped", s.reason, scores.get(s.photo), "left out", skip=s)
+            for s in plan.skipped]
 
 
 def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[str], dry_run: bool, fmt: str,
@@ -188,6 +182,7 @@ def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[
     operation indexes to the error a real run would meet (known without changing anything), for dry runs.
     """
     from qualiclip_cli.core.curation.execute import execute
+    from qualiclip_cli.core.curation.plan import SkipKind
 
     scores = _scores(records)
     run = None
@@ -213,8 +208,8 @@ def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[
             console.print(f"qualiclip: warning: {row.action} {display_path(row.source)} {what}: {row.error}",
                           highlight=False, markup=False)
     for row in skipped:
-        level = "warning" if is_problem_skip(row.error or "") else "note"
-        if row.error and row.error.startswith("not scored"):
+        level = "warning" if row.skip.kind.problem else "note"
+        if row.skip.kind is SkipKind.NOT_SCORED:
             continue  # already warned about while scoring
         console.print(f"qualiclip: {level}: {display_path(row.source)} left out: {row.error}",
                       highlight=False, markup=False)
@@ -225,7 +220,7 @@ def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[
 
     scoring_failed = any(not r.ok for r in records)
     op_failed = any(r.status in ("failed", "skipped") for r in rows)
-    skip_problem = any(is_problem_skip(r.error or "") for r in skipped)
+    skip_problem = any(r.skip.kind.problem for r in skipped)
     return EXIT_PARTIAL if (scoring_failed or op_failed or skip_problem) else EXIT_OK
 
 

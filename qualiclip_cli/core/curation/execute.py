@@ -26,9 +26,6 @@ class OpOutcome:
     destination: Path | None = None  # where the file actually went (done only)
     error: str | None = None
 
-    def describe(self) -> str:
-        return self.operation.describe(self.destination)
-
 
 @dataclass
 class RunResult:

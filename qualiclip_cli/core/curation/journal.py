@@ -163,6 +163,17 @@ class RunSummary:
     undone: str | None    # None, "complete" or "partial" (an undo left problems)
     problem: str | None = None  # set when the run's journal cannot be read (then the other fields are empty)
 
+    @property
+    def state(self) -> str:
+        """One word for `history`: unreadable, undone, partly undone, done or interrupted."""
+        if self.problem:
+            return "unreadable"
+        if self.undone == "complete":
+            return "undone"
+        if self.undone == "partial":
+            return "partly undone"
+        return "done" if self.finished else "interrupted"
+
 
 @dataclass
 class RunLog:

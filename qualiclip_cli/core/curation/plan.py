@@ -1,8 +1,8 @@
 """Curation as plan -> execute -> undo. Nothing here prints; the CLI renders plans, results and reports.
 
 - A `Plan` is an ordered list of `Operation`s built from score records by `plan_cull`, `plan_sort_into`,
-  `plan_rank_prefix` or `plan_tag`. Building a plan only reads the disk. `Plan.describe()` gives the lines a
-  dry run shows; `execute` reports the same `Operation.describe()` text for what it did.
+  `plan_rank_prefix` or `plan_tag`. Building a plan only reads the disk; the CLI renders a dry run and the
+  report of a real run from the same operations.
 - Plans never target an existing file: under on_collision="number" a free numbered name is chosen at plan
   time for a photo and all its siblings together (IMG_1 (1).jpg with IMG_1 (1).xmp), and re-checked when the
   operation runs; under "refuse" such photos are left out of the plan (`Plan.skipped`) and an operation whose
@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from qualiclip_cli.core.curation import fileops, xmp
@@ -46,8 +47,30 @@ from qualiclip_cli.core.records import ScoreRecord
 QUARANTINE_DIRNAME = "_rejected"
 CULL_ACTIONS = ("list", "move", "copy", "trash")
 SORT_MODES = ("copy", "move")
-# Actions an Operation can carry. "rename" is a move within one directory; "list" changes nothing.
-ACTIONS = ("list", "move", "copy", "rename", "trash", "write_sidecar")
+
+
+class SkipKind(Enum):
+    """Why a plan left a photo out. `problem`: the user's request was not carried out for it (exit 3)."""
+
+    NOT_FOUND = "not found"
+    DESTINATION_EXISTS = "destination exists"
+    SIDECAR_TAKEN = "sidecar taken"
+    NOT_SCORED = "not scored"
+    IN_QUARANTINE = "in the quarantine"
+    IN_TARGET = "in the target folder"
+
+    @property
+    def problem(self) -> bool:
+        return self in (SkipKind.NOT_FOUND, SkipKind.DESTINATION_EXISTS, SkipKind.SIDECAR_TAKEN)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A photo the plan left out: its kind, and the one-line reason shown to the user."""
+
+    photo: Path
+    kind: SkipKind
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -56,20 +79,12 @@ class Operation:
     photo, `destination` its sidecar and `tags` what to write. `sibling_of` names the photo a sidecar or
     RAW file travels with."""
 
-    action: str
+    action: str  # list, move, copy, rename (a move within one folder), trash or write_sidecar
     source: Path
     destination: Path | None
     reason: str
     sibling_of: Path | None = None
     tags: xmp.SidecarTags | None = None
-
-    def describe(self, destination: Path | None = None) -> str:
-        """One line, the same for a dry run and for a report of what was done (pass the final destination)."""
-        target = destination if destination is not None else self.destination
-        text = f"{self.action} {self.source}"
-        if target is not None:
-            text += f" -> {target}"
-        return f"{text}  ({self.reason})"
 
 
 @dataclass
@@ -78,10 +93,7 @@ class Plan:
     operations: list[Operation] = field(default_factory=list)
     roots: list[Path] = field(default_factory=list)
     on_collision: str = "number"
-    skipped: list[tuple[Path, str]] = field(default_factory=list)  # photos left out, and why
-
-    def describe(self) -> list[str]:
-        return [op.describe() for op in self.operations]
+    skipped: list[Skip] = field(default_factory=list)  # photos left out, and why
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -130,7 +142,7 @@ class _Planner:
         if photo in self.claimed:
             return False
         if not photo.is_file():
-            self.plan.skipped.append((photo, "not found"))
+            self.plan.skipped.append(Skip(photo, SkipKind.NOT_FOUND, "not found"))
             return False
         return True
 
@@ -162,7 +174,7 @@ class _Planner:
             if not any(os.path.lexists(t) or t in self.taken for t in targets):
                 return targets
             if self.plan.on_collision == "refuse":
-                self.plan.skipped.append((photo, f"destination exists: {targets[0]}"))
+                self.plan.skipped.append(Skip(photo, SkipKind.DESTINATION_EXISTS, f"destination exists: {targets[0]}"))
                 return None
             n += 1
 
@@ -202,7 +214,7 @@ def plan_cull(records: Iterable[ScoreRecord], criteria: CullCriteria, action: st
         root = _root_of(photo, root_list)
         bin_dir = quarantine if quarantine is not None else root / QUARANTINE_DIRNAME
         if _inside(photo, bin_dir):
-            plan.skipped.append((photo, "already in the quarantine folder"))
+            plan.skipped.append(Skip(photo, SkipKind.IN_QUARANTINE, "already in the quarantine folder"))
             continue
         if not planner.available(photo):
             continue
@@ -230,7 +242,7 @@ def plan_sort_into(records: Iterable[ScoreRecord], into_dir: str | os.PathLike,
     for rec in sorted(scored(records), key=lambda r: r.path):
         photo = _abs(rec.path)
         if _inside(photo, into):
-            plan.skipped.append((photo, "already inside the target folder"))
+            plan.skipped.append(Skip(photo, SkipKind.IN_TARGET, "already inside the target folder"))
             continue
         if not planner.available(photo):
             continue
@@ -275,11 +287,11 @@ def plan_tag(records: Iterable[ScoreRecord], weights_sha256: str, preprocessing:
     for rec in sorted(scored(records), key=lambda r: r.path):
         photo = _abs(rec.path)
         if not photo.is_file():
-            plan.skipped.append((photo, "not found"))
+            plan.skipped.append(Skip(photo, SkipKind.NOT_FOUND, "not found"))
             continue
         sidecar = xmp.sidecar_path(photo, naming, directories)
         if sidecar in used:
-            plan.skipped.append((photo, f"sidecar {sidecar.name} already used for {used[sidecar].name}"))
+            plan.skipped.append(Skip(photo, SkipKind.SIDECAR_TAKEN, f"sidecar {sidecar.name} already used for {used[sidecar].name}"))
             continue
         used[sidecar] = photo
         rating = xmp.rating_for(rec.score, bounds, reject_below)
@@ -295,4 +307,4 @@ def _skip_unscored(plan: Plan, records: list[ScoreRecord]) -> None:
     ok = {id(r) for r in scored(records)}
     for rec in records:
         if id(rec) not in ok:
-            plan.skipped.append((_abs(rec.path), f"not scored ({rec.error or rec.status})"))
+            plan.skipped.append(Skip(_abs(rec.path), SkipKind.NOT_SCORED, f"not scored ({rec.error or rec.status})"))

@@ -39,7 +39,7 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
-def pick_precision(requested: str, device: str) -> str:
+def pick_precision(requested: str) -> str:
     """Resolve `auto`. Reduced precision is the default only where bench/ shows its scores within 0.01 of
     fp32 at the same resolution (README, "Performance"). On the benchmark's batch-norm-calibrated random
     weights neither bf16 (0.10) nor fp16 (0.02, with the fp32 stem and pool of model.prepare_for_inference)
@@ -55,7 +55,7 @@ def pick_precision(requested: str, device: str) -> str:
 
 def make_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     dev = pick_device(device)
-    return Runtime(device=dev, precision=pick_precision(precision, dev))
+    return Runtime(device=dev, precision=pick_precision(precision))
 
 
 _ALLOCATOR_TUNED = False
