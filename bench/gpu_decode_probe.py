@@ -1,4 +1,4 @@
-"""Probe: how fast can JPEGs be read, and decoded + resized on the GPU (qualiclip_cli.core.gpu_decode)?
+"""Probe: how fast can JPEGs be read, and decoded + resized on the GPU (qualiclip_cli.core.images.gpu_decode)?
 
     python bench/gpu_decode_probe.py FOLDER [--device cuda] [--max-side 1024] [--batch-sizes 8,32,64]
     python bench/gpu_decode_probe.py --make 128 FOLDER     # first writes 128 camera-like 12 MP JPEGs there

@@ -1,5 +1,5 @@
-"""Safe file primitives: move, copy, trash, atomic sidecar writes. Nothing here ever deletes or overwrites a
-user's file.
+"""Safe file primitives: no-clobber move and copy, verified content, atomic sidecar writes. Nothing here ever
+deletes or overwrites a user's file (the trash is in trash.py).
 
 Collision policy (`on_collision`), used by `move_file`, `copy_file` and `free_destination`:
 

@@ -1,4 +1,7 @@
-"""Curation as plan -> execute -> undo. Nothing here prints; the CLI renders plans, results and reports.
+"""Plans: the operations a cull, sort or tag would carry out, built from score records by reading the disk only.
+
+Curation runs as plan -> execute (execute.py) -> undo (undo.py). Nothing here prints; the CLI renders plans,
+results and reports.
 
 - A `Plan` is an ordered list of `Operation`s built from score records by `plan_cull`, `plan_sort_into`,
   `plan_rank_prefix` or `plan_tag`. Building a plan only reads the disk; the CLI renders a dry run and the
