@@ -4,13 +4,13 @@ the margin, positive with the right gradient sign when it does not."""
 import pytest
 import torch
 
+from qualiclip_cli.core.model.prompts import split_prompts
 from training.losses import (
     LossWeights,
     consistency_loss,
     negative_ranking_loss,
     positive_ranking_loss,
     qualiclip_loss,
-    split_prompts,
 )
 
 M, MC = 0.03, 0.01

@@ -177,11 +177,13 @@ class SyntheticResult:
 
 def quality_values(embeddings: torch.Tensor, prompts: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(q, score) in float64: q = mean_k cos(f, T_pos,k) − cos(f, T_neg,k); score = the scorer's formula."""
+    from qualiclip_cli.core.model.prompts import split_prompts
     from qualiclip_cli.core.model.qualiclip import scores_from_features
 
     embeddings, prompts = embeddings.double(), prompts.double()
     sims = embeddings @ prompts.T  # (N, 14)
-    q = (sims[:, 0::2] - sims[:, 1::2]).mean(dim=1)
+    positive, negative = split_prompts(sims)
+    q = (positive - negative).mean(dim=1)
     scores, _ = scores_from_features(embeddings, prompts)
     return q.cpu().numpy(), scores.cpu().numpy()
 

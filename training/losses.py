@@ -17,12 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-def split_prompts(sims: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(…, 14) similarities in pos1, neg1, … order → (positive (…, 7), negative (…, 7))."""
-    if sims.shape[-1] % 2:
-        raise ValueError(f"expected an even number of prompts on the last axis, got {sims.shape[-1]}")
-    return sims[..., 0::2], sims[..., 1::2]
+from qualiclip_cli.core.model.prompts import split_prompts
 
 
 def _level_pairs(levels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

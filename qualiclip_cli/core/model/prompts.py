@@ -16,6 +16,15 @@ PROMPT_PAIRS: tuple[tuple[str, str], ...] = (
 # Row order of `prompts_features` in the weights file: pos1, neg1, ..., pos7, neg7.
 PROMPTS: tuple[str, ...] = tuple(text for pair in PROMPT_PAIRS for text in pair)
 
+
+
+def split_prompts(sims):
+    """(…, 14) similarities (or any values) in `PROMPTS` row order → (positive (…, 7), negative (…, 7))."""
+    if sims.shape[-1] % 2:
+        raise ValueError(f"expected an even number of prompts on the last axis, got {sims.shape[-1]}")
+    return sims[..., 0::2], sims[..., 1::2]
+
+
 # Fixed logit scale of the reference scorer (not the checkpoint's logit_scale).
 LOGIT_SCALE = 100.0
 
