@@ -12,11 +12,15 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
+
+from qualiclip_cli.core.model.runtime import PRECISIONS, Precision
 
 INIT_CHOICES = ("qualiclip", "openai")  # or a path to a weights file
-BN_CHOICES = ("auto", "frozen", "train")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-SCHEDULES = ("cosine", "constant")
+BnStats = Literal["auto", "frozen", "train"]
+BN_CHOICES: tuple[str, ...] = get_args(BnStats)
+Schedule = Literal["cosine", "constant"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 
 @dataclass
@@ -34,7 +38,7 @@ class TrainConfig:
     workers: int | None = None  # DataLoader worker processes (0: in the training process; None: min(8, CPUs − 1))
     # ----- model
     init: str = "qualiclip"  # "qualiclip", "openai" or a weights file path
-    bn_stats: str = "auto"  # "frozen" (eval mode), "train", or "auto": follows the start (see trainer)
+    bn_stats: BnStats = "auto"  # "frozen" (eval mode), "train", or "auto": follows the start (see trainer)
     # ----- losses
     margin: float = 0.03  # m, for L_pos and L_neg
     margin_cons: float = 0.01  # m_c, for L_cons
@@ -47,14 +51,14 @@ class TrainConfig:
     lr: float = 1e-5
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 50
-    schedule: str = "cosine"
+    schedule: Schedule = "cosine"
     weight_decay: float = 0.01  # applied to conv/linear weights only, not to batch-norm or biases
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     # ----- run
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on GPUs that support it (else fp16), fp32 on CPU
+    precision: Precision = "auto"  # auto: bf16 autocast on GPUs that support it (else fp16), fp32 on CPU
     checkpoint_every: int = 100
     log_every: int = 10
     out_dir: str = "qualiclip-run"

@@ -24,12 +24,15 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from qualiclip_cli.core.atomic import fsync_dir
 from qualiclip_cli.core.errors import CurationError
 from qualiclip_cli.core.hashing import sha256_file
 
-ON_COLLISION_CHOICES = ("number", "refuse")
+#: number: take the next free name, IMG_1 (1).jpg; refuse: leave the file where it is. Never overwrite.
+OnCollision = Literal["number", "refuse"]
+ON_COLLISION_CHOICES: tuple[str, ...] = get_args(OnCollision)
 PARTIAL_SUFFIX = ".qualiclip-partial"
 _CHUNK = 1 << 20
 # os.link errors that mean "this filesystem has no hard links", so the O_EXCL reservation is used instead.

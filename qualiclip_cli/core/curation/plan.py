@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Literal, get_args
 
 from qualiclip_cli.core.curation import fileops, xmp
 from qualiclip_cli.core.curation.selection import (
@@ -48,8 +49,10 @@ from qualiclip_cli.core.errors import UsageError
 from qualiclip_cli.core.records import ScoreRecord
 
 QUARANTINE_DIRNAME = "_rejected"
-CULL_ACTIONS = ("list", "move", "copy", "trash")
-SORT_MODES = ("copy", "move")
+CullAction = Literal["list", "move", "copy", "trash"]
+CULL_ACTIONS: tuple[str, ...] = get_args(CullAction)
+SortMode = Literal["copy", "move"]
+SORT_MODES: tuple[str, ...] = get_args(SortMode)
 
 
 class SkipKind(Enum):

@@ -26,6 +26,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from qualiclip_cli.core.curation.selection import DEFAULT_TIER_THRESHOLDS, assign_tier
 from qualiclip_cli.core.curation.siblings import DirectoryIndex
@@ -39,7 +40,9 @@ RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 X_NS = "adobe:ns:meta/"
 
 REJECT_RATING = -1
-SIDECAR_NAMINGS = ("adobe", "append")
+#: adobe: IMG_1.xmp (Lightroom, digiKam); append: IMG_1.jpg.xmp (darktable).
+SidecarNaming = Literal["adobe", "append"]
+SIDECAR_NAMINGS: tuple[str, ...] = get_args(SidecarNaming)
 
 RATING = f"{{{XMP_NS}}}Rating"
 LABEL = f"{{{XMP_NS}}}Label"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
+
+if TYPE_CHECKING:
+    from qualiclip_cli.core.model.runtime import Precision
 
 #: The longest scored side by default (downscale only); 0 is native resolution, the reference's.
 DEFAULT_MAX_SIDE = 1024
@@ -21,9 +24,9 @@ class ScoreOptions:
     draft: bool = False  # JPEG DCT-scaled decoding when the result still covers the target size (opt-in, README)
     batch_size: int | None = None  # None: 1 on CPU (batching is slower there), 16 on GPU
     device: str = "auto"
-    precision: str = "auto"  # runtime.Precision
+    precision: Precision = "auto"
     workers: int | None = None  # decode threads; 0: decode inline; None: min(4, CPUs) on CPU, min(16, CPUs) on GPU
     use_cache: bool = True
     rescore: bool = False
     max_pixels: int | None = None  # None: DEFAULT_NATIVE_MAX_PIXELS at native resolution, no limit otherwise
-    decoder: str = "auto"  # Decoder (see scorer.pick_decoder)
+    decoder: Decoder = "auto"  # see scorer.pick_decoder
