@@ -11,6 +11,7 @@ from qualiclip_cli.commands import console
 from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands import plan_render as pr
 from qualiclip_cli.commands.errors import handle_errors
+from qualiclip_cli.core.curation.plan import CullAction
 
 
 @handle_errors
@@ -20,7 +21,7 @@ def cull(
     keep_top: Annotated[Optional[int], typer.Option("--keep-top", help="Cull all but the best N.")] = None,
     bottom_percent: Annotated[Optional[float], typer.Option("--bottom-percent", help="Cull the worst P percent (rounded down).")] = None,
     action: Annotated[
-        Optional[str],
+        Optional[CullAction],
         typer.Option("--action", "-a", help="list, move (into the quarantine folder), copy (into it) or trash (the system "
                                             "trash; refused if there is none, never deleted). Default: move on a terminal, "
                                             "list when stdout is piped or redirected."),
@@ -61,17 +62,13 @@ def cull(
     summary and the run id to stderr. Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
     """
     from qualiclip_cli.commands.scoring import run_scoring, summarise
-    from qualiclip_cli.core.curation.plan import CULL_ACTIONS, QUARANTINE_DIRNAME, plan_cull
+    from qualiclip_cli.core.curation.plan import QUARANTINE_DIRNAME, plan_cull
     from qualiclip_cli.core.curation.selection import CullCriteria
     from qualiclip_cli.core.errors import UsageError
 
     criteria = CullCriteria(below=below, keep_top=keep_top, bottom_percent=bottom_percent)
-    pr.check_format(fmt)
-    pr.check_on_collision(on_collision)
     if action is None:
         action = "move" if console.stdout_is_terminal() else "list"
-    if action not in CULL_ACTIONS:
-        raise UsageError(f"--action must be one of {', '.join(CULL_ACTIONS)}, got {action!r}")
     if to is not None and action not in ("move", "copy"):
         raise UsageError("--to only applies to --action move or copy")
 

@@ -27,7 +27,7 @@ def evaluate(
     max_side: opt.MaxSide = "1024",
     jpeg_draft: opt.JpegDraft = False,
     device: opt.Device = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="--mos only: auto, fp32, bf16 or fp16 (like score). --synthetic runs fp32.")] = "auto",
+    precision: Annotated[opt.PrecisionChoice, typer.Option("--precision", help="--mos only, like score's. --synthetic runs fp32.")] = "auto",
     batch_size: opt.BatchSize = None,
     crop_size: Annotated[int, typer.Option("--crop-size", help="--synthetic: crop side in px (as in training).")] = 224,
     crops: Annotated[int, typer.Option("--crops", min=1, help="--synthetic: random crops per photo.")] = 2,

@@ -8,6 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from qualiclip_cli.core.model.runtime import Precision as PrecisionChoice
+from qualiclip_cli.core.pipeline.options import Decoder as DecoderChoice
+
 PathsArg = Annotated[list[Path], typer.Argument(help="Image files and/or directories.", show_default=False)]
 
 Recursive = Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk directories recursively.")]
@@ -32,12 +35,12 @@ JpegDraft = Annotated[
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward pass \\[default: 1 on CPU, 16 on GPU].")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 Precision = Annotated[
-    str, typer.Option("--precision", help="auto, fp32, bf16 or fp16. auto: fp32 (reduced precision moved benchmark scores by more than 0.01); bf16 is about 3x faster on CPUs with AMX.")
+    PrecisionChoice, typer.Option("--precision", help="auto: fp32 (reduced precision moved benchmark scores by more than 0.01); bf16 is about 3x faster on CPUs with AMX.")
 ]
 Decoder = Annotated[
-    str,
-    typer.Option("--decoder", help="auto, pillow or nvjpeg. auto: batched JPEG decoding on the GPU (nvjpeg) with CUDA "
-                 "at a reduced size, Pillow otherwise."),
+    DecoderChoice,
+    typer.Option("--decoder", help="auto: batched JPEG decoding on the GPU (nvjpeg) with CUDA at a reduced size, "
+                 "Pillow otherwise."),
 ]
 Workers = Annotated[
     Optional[int],
@@ -84,14 +87,14 @@ class ScoringChoices:
     jpeg_draft: bool = False
     batch_size: int | None = None
     device: str = "auto"
-    precision: str = "auto"
+    precision: PrecisionChoice = "auto"
     workers: int | None = None
     no_cache: bool = False
     rescore: bool = False
     weights: Path | None = None
     offline: bool = False
     max_pixels: int | None = None
-    decoder: str = "auto"
+    decoder: DecoderChoice = "auto"
 
     @classmethod
     def from_params(cls, values: dict, extra_exclude: tuple[str, ...] | list[str] = ()) -> ScoringChoices:

@@ -19,18 +19,21 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional, get_args
 
 import typer
 
 from qualiclip_cli.commands.console import stderr
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL
 from qualiclip_cli.commands.formats import write_rows
+from qualiclip_cli.core.curation.fileops import OnCollision as OnCollisionChoice
 
-PLAN_FORMATS = ("text", "jsonl", "json")
+#: text: one line per operation, for people; jsonl and json: one object per operation, for programs.
+PlanFormatChoice = Literal["text", "jsonl", "json"]
+PLAN_FORMATS: tuple[str, ...] = get_args(PlanFormatChoice)
 
 PlanFormat = Annotated[
-    str,
+    PlanFormatChoice,
     typer.Option("--format", "-f", help="text (one line per operation), jsonl or json (one object per operation: "
                                          "action, source, destination, status, error, score, reason, sibling_of)."),
 ]
@@ -38,7 +41,7 @@ DryRun = Annotated[
     bool, typer.Option("--dry-run", "-n", help="Print exactly the plan a real run would carry out; change nothing."),
 ]
 OnCollision = Annotated[
-    str,
+    OnCollisionChoice,
     typer.Option("--on-collision",
                  help="Never overwrite. number (default): take the next free name, IMG_1 (1).jpg, for the photo and "
                       "its siblings together; refuse: leave such photos where they are and exit 3."),
@@ -99,23 +102,6 @@ def display_path(path: os.PathLike | str) -> str:
         return str(path.relative_to(os.getcwd()))
     except (ValueError, OSError):  # outside the current directory, or it no longer exists
         return str(path)
-
-
-def check_format(fmt: str) -> str:
-    from qualiclip_cli.core.errors import UsageError
-
-    if fmt not in PLAN_FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(PLAN_FORMATS)}")
-    return fmt
-
-
-def check_on_collision(value: str) -> str:
-    from qualiclip_cli.core.curation.fileops import ON_COLLISION_CHOICES
-    from qualiclip_cli.core.errors import UsageError
-
-    if value not in ON_COLLISION_CHOICES:
-        raise UsageError(f"--on-collision must be one of {', '.join(ON_COLLISION_CHOICES)}, got {value!r}")
-    return value
 
 
 def parse_tiers(text: str) -> tuple[float, float, float, float]:

@@ -7,14 +7,15 @@ import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO, get_args
 
 from rich.table import Table
 
 from qualiclip_cli.commands.console import stdout
 
 FORMATS = ("table", "csv", "jsonl", "json")
-SORTS = ("path", "score", "-score")
+ScoreSort = Literal["path", "score", "-score"]
+SORTS: tuple[str, ...] = get_args(ScoreSort)
 
 
 def sort_records(records: list, order: str) -> list:

@@ -10,6 +10,7 @@ import typer
 
 from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
+from qualiclip_cli.commands.render import ScoreSort
 
 
 @handle_errors
@@ -18,7 +19,7 @@ def score(
     fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="table, csv, jsonl or json \\[default: table on a terminal, jsonl otherwise, or from --output's extension].")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
     details: Annotated[bool, typer.Option("--details", help="Include the 7 sub-scores (pair probabilities).")] = False,
-    sort: Annotated[str, typer.Option("--sort", help="path, score (ascending) or -score (best first).")] = "path",
+    sort: Annotated[ScoreSort, typer.Option("--sort", help="path, score (ascending) or -score (best first).")] = "path",
     recursive: opt.Recursive = True,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
@@ -42,12 +43,9 @@ def score(
     Results go to stdout; progress and the summary to stderr. Exit code 0 when every file was scored,
     3 when some could not be read (they get status "error" rows), 1 on a fatal error, 2 on bad usage.
     """
-    from qualiclip_cli.commands.render import SORTS, choose_format, sort_records, write_output_file, write_records
+    from qualiclip_cli.commands.render import choose_format, sort_records, write_output_file, write_records
     from qualiclip_cli.commands.scoring import run_scoring, summarise
-    from qualiclip_cli.core.errors import UsageError
 
-    if sort not in SORTS:
-        raise UsageError(f"unknown sort {sort!r}; choose one of {', '.join(SORTS)}")
     choices = opt.ScoringChoices.from_params(locals())
     fmt = choose_format(fmt, output)
     run = run_scoring(choices)

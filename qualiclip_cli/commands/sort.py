@@ -66,8 +66,6 @@ def sort(
     from qualiclip_cli.core.curation.plan import QUARANTINE_DIRNAME, plan_rank_prefix, plan_sort_into
     from qualiclip_cli.core.errors import UsageError
 
-    pr.check_format(fmt)
-    pr.check_on_collision(on_collision)
     if into is not None and rank_prefix:
         raise UsageError("--into and --rank-prefix conflict: use one of them")
     if into is None and (move or tiers is not None):

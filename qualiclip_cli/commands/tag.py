@@ -9,6 +9,7 @@ import typer
 from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands import plan_render as pr
 from qualiclip_cli.commands.errors import handle_errors
+from qualiclip_cli.core.curation.xmp import SidecarNaming
 
 
 @handle_errors
@@ -25,7 +26,7 @@ def tag(
         Optional[str], typer.Option("--label", help="Also set xmp:Label (e.g. a colour label) to this text."),
     ] = None,
     sidecar: Annotated[
-        str,
+        SidecarNaming,
         typer.Option("--sidecar", help="Sidecar naming: adobe (IMG_1.xmp: Lightroom, digiKam) or append (IMG_1.jpg.xmp: "
                                        "darktable)."),
     ] = "adobe",
@@ -60,12 +61,8 @@ def tag(
     from qualiclip_cli.core.curation import xmp
     from qualiclip_cli.core.curation.execute import predict_failures
     from qualiclip_cli.core.curation.plan import plan_tag
-    from qualiclip_cli.core.errors import UsageError
 
-    pr.check_format(fmt)
     thresholds = pr.parse_tiers(tiers)
-    if sidecar not in xmp.SIDECAR_NAMINGS:
-        raise UsageError(f"--sidecar must be one of {', '.join(xmp.SIDECAR_NAMINGS)}, got {sidecar!r}")
     xmp.rating_for(0.5, thresholds, reject_below)  # validates --reject-below before any scoring
 
     choices = opt.ScoringChoices.from_params(locals())

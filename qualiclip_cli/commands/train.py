@@ -11,6 +11,7 @@ from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands.console import make_progress, progress_enabled, stderr, warn
 from qualiclip_cli.commands.errors import handle_errors
 from qualiclip_cli.commands.weights_progress import download_bar
+from training.config import BnStats, Schedule
 
 app = typer.Typer(
     invoke_without_command=True,
@@ -29,7 +30,7 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per step over all processes (each gives 2 crops x L levels).")] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW). From a random model try 1e-3.")] = 1e-5,
     warmup_steps: Annotated[int, typer.Option("--warmup-steps", min=0, help="Linear warm-up steps.")] = 50,
-    schedule: Annotated[str, typer.Option("--schedule", help="cosine (decay to lr x --min-lr-ratio) or constant.")] = "cosine",
+    schedule: Annotated[Schedule, typer.Option("--schedule", help="cosine (decay to lr x --min-lr-ratio) or constant.")] = "cosine",
     min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Final learning rate as a fraction of --lr.")] = 0.1,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (conv/linear weights only).")] = 0.01,
     grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the global gradient norm to this (0: off).")] = 1.0,
@@ -44,11 +45,11 @@ def train(
     lambda_cons: Annotated[float, typer.Option("--lambda-cons", help="Weight of L_cons.")] = 1.0,
     lambda_pos: Annotated[float, typer.Option("--lambda-pos", help="Weight of L_pos.")] = 1.0,
     lambda_neg: Annotated[float, typer.Option("--lambda-neg", help="Weight of L_neg.")] = 1.0,
-    bn_stats: Annotated[str, typer.Option("--bn-stats", help="Batch-norm statistics: frozen, train, or auto (train only from a random, never-trained model).")] = "auto",
+    bn_stats: Annotated[BnStats, typer.Option("--bn-stats", help="Batch-norm statistics: frozen, train, or auto (train only from a random, never-trained model).")] = "auto",
     max_side: Annotated[int, typer.Option("--max-side", help="Downscale photos like `score` does before cropping (0: native resolution).")] = 1024,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk --pristine folders recursively.")] = True,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (under torchrun: one GPU per process).")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto (bf16/fp16 autocast on GPU, fp32 on CPU), fp32, bf16 or fp16.")] = "auto",
+    precision: Annotated[opt.PrecisionChoice, typer.Option("--precision", help="auto: bf16 (or fp16) autocast on GPU, fp32 on CPU.")] = "auto",
     workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Data-loading processes \\[default: min(8, CPUs - 1)].")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed: with the same photos and options, the same result.")] = 0,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Write the resumable checkpoint every N steps.")] = 100,

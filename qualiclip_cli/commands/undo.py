@@ -21,7 +21,7 @@ def undo(
                        show_default=False),
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="text, jsonl or json (index, action, path, status, message)."),
+        pr.PlanFormatChoice, typer.Option("--format", "-f", help="text, jsonl or json (index, action, path, status, message)."),
     ] = "text",
 ) -> None:
     """Undo a run: every moved, copied, renamed or trashed file goes back where it was, sidecars get their
@@ -34,7 +34,6 @@ def undo(
     from qualiclip_cli.core.curation.undo import undo as undo_run
     from qualiclip_cli.core.curation.undo import undo_latest
 
-    pr.check_format(fmt)
     report = undo_run(run_id) if run_id is not None else undo_latest()
     run_id = report.run_id
     items = list(reversed(report.items))  # plan order
