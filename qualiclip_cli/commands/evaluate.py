@@ -6,7 +6,7 @@ import json
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional, get_args
 
 import typer
 
@@ -15,7 +15,9 @@ from qualiclip_cli.commands.console import advance, make_progress, warn
 from qualiclip_cli.commands.errors import handle_errors
 
 OFFICIAL = ("official", "qualiclip", "default")
-FORMATS = ("table", "json", "csv")
+#: text: a table for people ("table" is accepted as another name for it); json, csv: for programs.
+EvaluateFormat = Literal["text", "table", "json", "csv"]
+FORMATS: tuple[str, ...] = get_args(EvaluateFormat)
 
 
 @handle_errors
@@ -23,7 +25,7 @@ def evaluate(
     mos: Annotated[Optional[Path], typer.Option("--mos", help="CSV with columns path,mos (paths relative to the CSV): SRCC and PLCC of the scores.", show_default=False)] = None,
     synthetic: Annotated[Optional[list[Path]], typer.Option("--synthetic", help="Folder(s) of held-out clean photos: degrade them at 5 levels, report how well quality falls with the level.", show_default=False)] = None,
     weights: Annotated[Optional[list[str]], typer.Option("--weights", help="Weights file to evaluate (repeatable; 'official' = the installed official weights) \\[default: official].", show_default=False)] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")] = "table",
+    fmt: Annotated[EvaluateFormat, typer.Option("--format", "-f", help="text (a table), json or csv; table: same as text.")] = "text",
     max_side: opt.MaxSide = "1024",
     jpeg_draft: opt.JpegDraft = False,
     device: opt.Device = "auto",
@@ -45,8 +47,6 @@ def evaluate(
 
     if (mos is None) == (not synthetic):
         raise UsageError("give exactly one of --mos FILE.csv or --synthetic DIR")
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     choices = _resolve_weights(weights or ["official"], offline)
     if mos is not None:
         rows = _run_mos(mos, choices, max_side, jpeg_draft, device, precision, batch_size)

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional, get_args
 
 import typer
 
 from qualiclip_cli.commands.errors import handle_errors
 from qualiclip_cli.commands.formats import write_rows
 
-HISTORY_FORMATS = ("table", "jsonl", "json")
+#: text: a table for people ("table" is accepted as another name for it); jsonl, json: for programs.
+HistoryFormat = Literal["text", "table", "jsonl", "json"]
+HISTORY_FORMATS: tuple[str, ...] = get_args(HistoryFormat)
 
 
 @handle_errors
 def history(
     fmt: Annotated[
-        Optional[str],
-        typer.Option("--format", "-f", help="table, jsonl or json (default: table on a terminal, jsonl otherwise)."),
+        Optional[HistoryFormat],
+        typer.Option("--format", "-f", help="text (a table), jsonl or json; table: same as text (default: text on a "
+                                            "terminal, jsonl otherwise)."),
     ] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the N newest runs.")] = None,
 ) -> None:
@@ -28,16 +31,13 @@ def history(
     """
     from qualiclip_cli.commands.console import stdout, stdout_is_terminal
     from qualiclip_cli.core.curation import journal
-    from qualiclip_cli.core.errors import UsageError
 
     if fmt is None:
-        fmt = "table" if stdout_is_terminal() else "jsonl"
-    if fmt not in HISTORY_FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(HISTORY_FORMATS)}")
+        fmt = "text" if stdout_is_terminal() else "jsonl"
     runs = journal.history()
     if limit is not None:
         runs = runs[:limit]
-    if fmt == "table":
+    if fmt in ("text", "table"):
         if not runs:
             from qualiclip_cli.commands.console import stderr
 

@@ -1,4 +1,4 @@
-"""Rendering of score records: a Rich table for people, the stable machine formats for programs."""
+"""Rendering of score records: a Rich table for people (format "text"), the stable machine formats for programs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from rich.table import Table
 
 from qualiclip_cli.commands.console import stdout
 
-FORMATS = ("table", "csv", "jsonl", "json")
+#: text: a table for people ("table" is accepted as another name for it); csv, jsonl, json: for programs.
+ScoreFormat = Literal["text", "table", "csv", "jsonl", "json"]
+FORMATS: tuple[str, ...] = get_args(ScoreFormat)
 ScoreSort = Literal["path", "score", "-score"]
 SORTS: tuple[str, ...] = get_args(ScoreSort)
 
@@ -51,7 +53,7 @@ def records_table(records: Iterable, details: bool = False) -> Table:
 def write_records(records: list, fmt: str, out: TextIO, details: bool) -> None:
     from qualiclip_cli.commands.formats import WRITERS
 
-    if fmt == "table":
+    if fmt in ("text", "table"):
         stdout().print(records_table(records, details)) if out is sys.stdout else _plain_table(records, out, details)
     else:
         WRITERS[fmt](records, out, details=details)
@@ -78,15 +80,13 @@ def write_output_file(path: Path, records: list, fmt: str, details: bool) -> Non
 
 
 def choose_format(requested: str | None, output: Path | None) -> str:
-    """Explicit --format wins; else from the output file's extension; else table on a terminal, jsonl in a pipe."""
+    """Explicit --format wins ("table" read as "text"); else from the output file's extension; else text on a
+    terminal, jsonl in a pipe."""
     from qualiclip_cli.commands.console import stdout_is_terminal
-    from qualiclip_cli.core.errors import UsageError
 
     if requested:
-        if requested not in FORMATS:
-            raise UsageError(f"unknown format {requested!r}; choose one of {', '.join(FORMATS)}")
-        return requested
+        return "text" if requested == "table" else requested
     if output is not None:
         ext = Path(output).suffix.lower().lstrip(".")
         return ext if ext in ("csv", "jsonl", "json") else "jsonl"
-    return "table" if stdout_is_terminal() else "jsonl"
+    return "text" if stdout_is_terminal() else "jsonl"

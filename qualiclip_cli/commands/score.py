@@ -1,4 +1,4 @@
-"""`qualiclip score PATH…`: score images and report (table, csv, jsonl, json)."""
+"""`qualiclip score PATH…`: score images and report (text, csv, jsonl, json)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import typer
 
 from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
-from qualiclip_cli.commands.render import ScoreSort
+from qualiclip_cli.commands.render import ScoreFormat, ScoreSort
 
 
 @handle_errors
 def score(
     paths: opt.PathsArg,
-    fmt: Annotated[Optional[str], typer.Option("--format", "-f", help="table, csv, jsonl or json \\[default: table on a terminal, jsonl otherwise, or from --output's extension].")] = None,
+    fmt: Annotated[Optional[ScoreFormat], typer.Option("--format", "-f", help="text (a table), csv, jsonl or json; table: same as text \\[default: text on a terminal, jsonl otherwise, or from --output's extension].")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
     details: Annotated[bool, typer.Option("--details", help="Include the 7 sub-scores (pair probabilities).")] = False,
     sort: Annotated[ScoreSort, typer.Option("--sort", help="path, score (ascending) or -score (best first).")] = "path",
