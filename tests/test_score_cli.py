@@ -123,6 +123,19 @@ def test_sort_orders(tmp_path, tiny_weights_file):
     assert [r["score"] for r in ascending] == sorted(scores)
 
 
+def test_equal_scores_rank_the_same_in_score_and_sort(tmp_path, tiny_weights_file):
+    """One ranking: `score --sort -score` lists ties in the order `sort` ranks them; `--sort score` reverses it."""
+    make_photo_dir(tmp_path / "p", names=("coffee", "astronaut", "astronaut", "chelsea", "astronaut"))
+    common = ("--format", "jsonl", "--weights", tiny_weights_file)
+    best = _jsonl(run_cli("score", tmp_path / "p", "--sort", "-score", *common).stdout)
+    scores = [r["score"] for r in best]
+    assert len(set(scores)) < len(scores)  # the three identical photos tie
+    ranking = _jsonl(run_cli("sort", tmp_path / "p", *common).stdout)
+    assert [r["path"] for r in best] == [r["path"] for r in ranking]
+    worst = _jsonl(run_cli("score", tmp_path / "p", "--sort", "score", *common).stdout)
+    assert [r["path"] for r in worst] == [r["path"] for r in reversed(best)]
+
+
 def test_table_output_and_usage_errors(tmp_path, tiny_weights_file):
     make_photo_dir(tmp_path / "p", names=("astronaut",))
     result = run_cli("score", tmp_path / "p", "--format", "table", "--weights", tiny_weights_file, env={"COLUMNS": "300"})

@@ -20,12 +20,18 @@ ScoreSort = Literal["path", "score", "-score"]
 SORTS: tuple[str, ...] = get_args(ScoreSort)
 
 
-def sort_records(records: list, order: str) -> list:
+def sort_records(records: list, order: ScoreSort) -> list:
+    """path: walk order. -score: the core's ranking (`selection.best_first`, the order `sort` prints: equal
+    scores by path). score: its exact reverse. Records without a score come last either way, in walk order."""
+    from qualiclip_cli.core.curation.selection import best_first
+
     if order == "path":
         return records  # walk order is already sorted by path
-    descending = order == "-score"
-    ok = sorted((r for r in records if r.score is not None), key=lambda r: (r.score, r.path), reverse=descending)
-    return ok + [r for r in records if r.score is None]  # failures last either way
+    ranking = best_first(records)
+    ranked_ids = {id(r) for r in ranking}
+    if order == "score":
+        ranking.reverse()
+    return ranking + [r for r in records if id(r) not in ranked_ids]
 
 
 def records_table(records: Iterable, details: bool = False) -> Table:

@@ -19,7 +19,7 @@ def score(
     fmt: Annotated[Optional[ScoreFormat], typer.Option("--format", "-f", help="text (a table), csv, jsonl or json; table: same as text \\[default: text on a terminal, jsonl otherwise, or from --output's extension].")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
     details: Annotated[bool, typer.Option("--details", help="Include the 7 sub-scores (pair probabilities).")] = False,
-    sort: Annotated[ScoreSort, typer.Option("--sort", help="path, score (ascending) or -score (best first).")] = "path",
+    sort: Annotated[ScoreSort, typer.Option("--sort", help="path; -score: best first, the ranking `qualiclip sort` prints (equal scores by path); score: worst first, its exact reverse.")] = "path",
     recursive: opt.Recursive = True,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
