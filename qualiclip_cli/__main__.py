@@ -1,3 +1,4 @@
 from qualiclip_cli.commands.app import main
 
-main()
+if __name__ == "__main__":
+    main()
