@@ -30,12 +30,12 @@ MaxSide = Annotated[
 JpegDraft = Annotated[
     bool,
     typer.Option("--jpeg-draft/--no-jpeg-draft", help="Decode JPEGs at a reduced DCT scale when still >= the target size "
-                 "(faster decoding; moves scores more than the 0.01 bar on the benchmark's random weights, so off by default)."),
+                 "(faster decoding; in our measurements it moved scores by more than 0.01, so off by default)."),
 ]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward pass \\[default: 1 on CPU, 16 on GPU].")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 Precision = Annotated[
-    PrecisionChoice, typer.Option("--precision", help="auto: fp32 (reduced precision moved benchmark scores by more than 0.01); bf16 is about 3x faster on CPUs with AMX.")
+    PrecisionChoice, typer.Option("--precision", help="auto: fp32 (in our measurements reduced precision moved scores by more than 0.01); bf16 is about 3x faster on CPUs with AMX.")
 ]
 Decoder = Annotated[
     DecoderChoice,

@@ -59,7 +59,7 @@ def train(
 ) -> None:
     """Fine-tune QualiCLIP's image encoder on your own clean photos (self-supervised, no ratings needed).
 
-    Each photo gives two overlapping crops, degraded at 5 increasing levels with the same distortion; the model learns to rank them (SPEC section 3). The result, OUT/qualiclip-finetuned.pth, is printed on stdout and loads with `qualiclip score --weights`.
+    Each photo gives two overlapping crops, degraded at 5 increasing levels with the same distortion; the model learns to score each level below the one before and the two crops of a level alike (the QualiCLIP paper's self-supervised training). The result, OUT/qualiclip-finetuned.pth, is printed on stdout and loads with `qualiclip score --weights`.
 
     Check it on held-out photos: `qualiclip evaluate --synthetic DIR --weights official --weights OUT/qualiclip-finetuned.pth`. Several GPUs or nodes: `torchrun --nproc_per_node N -m qualiclip_cli train ...`. See the distortions with `qualiclip train preview`.
     """
