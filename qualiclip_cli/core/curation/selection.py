@@ -26,11 +26,6 @@ def scored(records: Iterable[ScoreRecord]) -> list[ScoreRecord]:
     return [r for r in records if r.ok and r.score is not None and math.isfinite(r.score)]
 
 
-def worst_first(records: Iterable[ScoreRecord]) -> list[ScoreRecord]:
-    """Scored records from lowest to highest score; equal scores by path."""
-    return sorted(scored(records), key=lambda r: (r.score, r.path))
-
-
 def best_first(records: Iterable[ScoreRecord]) -> list[ScoreRecord]:
     """Scored records from highest to lowest score; equal scores by path."""
     return sorted(scored(records), key=lambda r: (-r.score, r.path))
