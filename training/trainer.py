@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,9 @@ from training import distributed as D
 from training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint, save_checkpoint, set_rng_state
 from training.config import TrainConfig
 from training.losses import LossWeights, qualiclip_loss
+
+if TYPE_CHECKING:
+    from training.init_weights import InitWeights
 
 WEIGHTS_NAME = "qualiclip-finetuned.pth"
 Event = Callable[..., None]  # on_event(kind, **data); kinds: "start", "step", "log", "checkpoint", "done"
@@ -151,6 +155,76 @@ def _write_log(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
 
 
+# ------------------------------------------------------------------------------------------- where a run starts
+
+@dataclass
+class Start:
+    """Where a run starts, decided once, here: a fresh run from ``cfg.init``'s weights at step 0, or a resumed
+    one from the checkpoint in ``cfg.out_dir`` (its recorded config, starting weights, image encoder, optimizer,
+    gradient scaler, RNG states, step, loss history and data order). Every fresh/resume difference lives in
+    this class; `train` reads as one straight line."""
+
+    cfg: TrainConfig
+    checkpoint: dict | None = None  # None: a fresh run
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, resume: bool) -> Start:
+        """With resume=True the recorded config wins (only the run folder is taken from cfg)."""
+        out = Path(cfg.out_dir)
+        ckpt_path = out / CHECKPOINT_NAME
+        if resume:
+            state = load_checkpoint(ckpt_path)
+            return cls(TrainConfig.from_dict({**state["config"], "out_dir": str(out)}).validate(), state)
+        if ckpt_path.exists():
+            raise UsageError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
+        return cls(cfg.validate())
+
+    @property
+    def resumed(self) -> bool:
+        return self.checkpoint is not None
+
+    @property
+    def step(self) -> int:
+        return int(self.checkpoint["step"]) if self.resumed else 0
+
+    @property
+    def history(self) -> list[dict]:
+        return list(self.checkpoint.get("loss_history") or []) if self.resumed else []
+
+    def init_weights(self, offline: bool, progress=None) -> InitWeights:
+        """The starting weights: cfg.init's, or on resume the recorded file (offline, and unchanged since)."""
+        from training.init_weights import InitWeights, load_init
+
+        if not self.resumed:
+            return load_init(self.cfg.init, offline=offline, progress=progress)
+        rec = self.checkpoint["init"]
+        init = load_init(rec["path"], offline=True)
+        if init.sha256 != rec["sha256"]:
+            raise UsageError(f"{rec['path']}: the starting weights changed since the run began (SHA-256 differs)")
+        return InitWeights(init.clip_sd, rec["source"], init.path, init.sha256)
+
+    def visual_state(self) -> dict[str, torch.Tensor] | None:
+        """The image encoder to continue from (None: the starting weights' own)."""
+        return self.checkpoint["model"] if self.resumed else None
+
+    def restore(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        """On resume: the optimizer, the gradient scaler and the RNG states as they were at the checkpoint."""
+        if not self.resumed:
+            return
+        optimizer.load_state_dict(self.checkpoint["optimizer"])
+        if self.checkpoint.get("scaler"):
+            scaler.load_state_dict(self.checkpoint["scaler"])
+        set_rng_state(self.checkpoint["rng"])
+
+    def files(self, warn: Callable[[str], None]) -> list[Path]:
+        """The pristine photos: found from cfg.pristine, or on resume the recorded list (the data order)."""
+        from training.dataset import find_pristine
+
+        if self.resumed:
+            return [Path(p) for p in self.checkpoint["data_order"]["files"]]
+        return find_pristine(self.cfg.pristine, self.cfg.recursive, warn=warn)
+
+
 # ------------------------------------------------------------------------------------------- the loop
 
 def train(
@@ -164,18 +238,13 @@ def train(
 ) -> TrainResult:
     """Train (or continue) the run in cfg.out_dir. With resume=True the recorded config wins."""
     from qualiclip_cli.core.model.runtime import pick_device
-    from training.dataset import DistortionPlan, PristinePairs, StepBatchSampler, find_pristine, make_loader
-    from training.init_weights import InitWeights, compute_prompt_features, load_init
+    from training.dataset import DistortionPlan, PristinePairs, StepBatchSampler, make_loader
+    from training.init_weights import compute_prompt_features
 
+    start = Start.of(cfg, resume)  # scratch/init or resume: decided here, once
+    cfg = start.cfg
     out = Path(cfg.out_dir)
     ckpt_path = out / CHECKPOINT_NAME
-    state = None
-    if resume:
-        state = load_checkpoint(ckpt_path)
-        cfg = TrainConfig.from_dict({**state["config"], "out_dir": str(out)})
-    elif ckpt_path.exists():
-        raise UsageError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
-    cfg.validate()
     emit = on_event or (lambda kind, **data: None)
 
     info = D.setup(pick_device(cfg.device))
@@ -188,26 +257,17 @@ def train(
             torch.backends.cudnn.benchmark = True
 
         # ----- starting weights (rank 0 first: it may download) and the frozen text side
-        def get_init() -> InitWeights:
-            if state is not None:
-                rec = state["init"]
-                init = load_init(rec["path"], offline=True)
-                if init.sha256 != rec["sha256"]:
-                    raise UsageError(f"{rec['path']}: the starting weights changed since the run began (SHA-256 differs)")
-                return InitWeights(init.clip_sd, rec["source"], init.path, init.sha256)
-            return load_init(cfg.init, offline=offline, progress=download_progress)
-
-        init = get_init() if info.is_main else None
+        init = start.init_weights(offline, download_progress) if info.is_main else None
         D.barrier(info)
         if init is None:
-            init = get_init()
+            init = start.init_weights(offline, download_progress)
         prompts = compute_prompt_features(init.clip_sd).to(device)  # (14, D), fixed for the whole run
         bn_mode = resolve_bn_mode(cfg.bn_stats, init.clip_sd)
 
-        # ----- model, optimizer
+        # ----- model, optimizer (on resume: as they were at the checkpoint)
         encoder = ImageEncoder(build_visual(init.clip_sd)).to(device)
-        if state is not None:
-            encoder.visual.load_state_dict(state["model"], strict=True)
+        if start.visual_state() is not None:
+            encoder.visual.load_state_dict(start.visual_state(), strict=True)
         if device.startswith("cuda"):
             encoder = encoder.to(memory_format=torch.channels_last)
         model: nn.Module = encoder
@@ -217,21 +277,12 @@ def train(
             )
         optimizer = make_optimizer(encoder, cfg, device)
         scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-        start_step = 0
-        history: list[dict] = []
-        if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            set_rng_state(state["rng"])
-            start_step = int(state["step"])
-            history = list(state.get("loss_history") or [])
+        start.restore(optimizer, scaler)
+        start_step = start.step
+        history = start.history
 
         # ----- data: every batch is a pure function of (seed, step)
-        if state is not None:
-            files = [Path(p) for p in state["data_order"]["files"]]
-        else:
-            files = find_pristine(cfg.pristine, cfg.recursive, warn=warn if info.is_main else (lambda m: None))
+        files = start.files(warn if info.is_main else (lambda m: None))
         if not files:
             raise UsageError(f"no images found in {', '.join(map(str, cfg.pristine)) or '(no --pristine given)'}")
         plan = DistortionPlan.from_keys(cfg.distortions, cfg.balanced, cfg.compose)
@@ -273,7 +324,6 @@ def train(
         started = time.perf_counter()
         window_loss = torch.zeros(4, device=device)
         window_steps = 0
-        step = start_step
         for step, batch in zip(range(start_step, cfg.steps), loader):
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
@@ -323,7 +373,7 @@ def train(
             validate_weights(weights, weights_path)
             atomic_torch_save(weights, weights_path)
             summary = {
-                "steps": cfg.steps, "resumed_from": start_step if state is not None else None, "seconds": round(seconds, 2),
+                "steps": cfg.steps, "resumed_from": start_step if start.resumed else None, "seconds": round(seconds, 2),
                 "seconds_per_step": round(seconds / max(1, cfg.steps - start_step), 4), "device": device,
                 "precision": precision, "world_size": info.world_size, "bn_stats": bn_mode, "init": init.describe(),
                 "images": len(files), "final": history[-1] if history else None,
