@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -94,6 +95,10 @@ class TrainConfig:
             need(not unknown, f"unknown distortion(s) {', '.join(unknown)}; known: {', '.join(DISTORTIONS)}")
             need(len(self.distortions) >= 1, "--distortions needs at least one type")
         return self
+
+    def loader_workers(self) -> int:
+        """DataLoader worker processes: `workers`, or by default min(8, CPUs − 1) and at least 1."""
+        return self.workers if self.workers is not None else min(8, max(1, (os.cpu_count() or 2) - 1))
 
     # ----- JSON round trip
     def to_dict(self) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.config import TrainConfig
 from training.crops import crop_pair
 
 # Salts that keep the random streams of (seed, g) independent of each other.
@@ -81,11 +82,13 @@ class DistortionPlan:
     """Which distortion types a run draws from, and how."""
 
     keys: tuple[str, ...]
-    balanced: bool = True
-    compose: int = 1
+    balanced: bool = TrainConfig.balanced
+    compose: int = TrainConfig.compose
 
     @classmethod
-    def from_keys(cls, keys: Sequence[str] | None, balanced: bool = True, compose: int = 1) -> DistortionPlan:
+    def from_keys(
+        cls, keys: Sequence[str] | None, balanced: bool = TrainConfig.balanced, compose: int = TrainConfig.compose
+    ) -> DistortionPlan:
         from training.degradations import DISTORTIONS
 
         chosen = tuple(keys) if keys else tuple(DISTORTIONS)
@@ -151,11 +154,11 @@ class PristinePairs(torch.utils.data.Dataset):
         files: Sequence[Path],
         *,
         seed: int,
-        crop_size: int = 224,
-        max_offset: float = 0.5,
-        levels: int = 5,
+        crop_size: int = TrainConfig.crop_size,
+        max_offset: float = TrainConfig.max_offset,
+        levels: int = TrainConfig.levels,
         plan: DistortionPlan,
-        max_side: int = 1024,
+        max_side: int = TrainConfig.max_side,
         cache_images: int = 32,
         warn: Callable[[str], None] | None = None,
     ):

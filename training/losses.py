@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from qualiclip_cli.core.model.prompts import split_prompts
+from training.config import TrainConfig
 
 
 def _level_pairs(levels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,11 +53,13 @@ def consistency_loss(sims_a: torch.Tensor, sims_b: torch.Tensor, margin: float) 
 
 @dataclass(frozen=True)
 class LossWeights:
-    margin: float = 0.03
-    margin_cons: float = 0.01
-    lambda_cons: float = 1.0
-    lambda_pos: float = 1.0
-    lambda_neg: float = 1.0
+    """The loss hyper-parameters; their defaults are TrainConfig's (stated there once)."""
+
+    margin: float = TrainConfig.margin
+    margin_cons: float = TrainConfig.margin_cons
+    lambda_cons: float = TrainConfig.lambda_cons
+    lambda_pos: float = TrainConfig.lambda_pos
+    lambda_neg: float = TrainConfig.lambda_neg
 
 
 def qualiclip_loss(sims: torch.Tensor, weights: LossWeights = LossWeights()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

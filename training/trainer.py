@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -291,8 +290,7 @@ def train(
             max_side=cfg.max_side, warn=warn,
         )
         sampler = StepBatchSampler(start_step, cfg.steps, cfg.batch_size, info.rank, info.world_size)
-        workers = cfg.workers if cfg.workers is not None else min(8, max(1, (os.cpu_count() or 2) - 1))
-        loader = make_loader(dataset, sampler, workers, pin_memory=device.startswith("cuda"))
+        loader = make_loader(dataset, sampler, cfg.loader_workers(), pin_memory=device.startswith("cuda"))
         data_order = {"seed": cfg.seed, "files": [str(f) for f in files], "global_batch": cfg.batch_size,
                       "rule": "sample g = step * global_batch + i; photo, distortion, crops from (seed, g)"}
         loss_weights = LossWeights(cfg.margin, cfg.margin_cons, cfg.lambda_cons, cfg.lambda_pos, cfg.lambda_neg)

@@ -11,7 +11,7 @@ from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands.console import make_progress, progress_enabled, stderr, warn
 from qualiclip_cli.commands.errors import handle_errors
 from qualiclip_cli.commands.weights_progress import download_bar
-from training.config import BnStats, Schedule
+from training.config import BnStats, Schedule, TrainConfig
 
 app = typer.Typer(
     invoke_without_command=True,
@@ -24,36 +24,36 @@ app = typer.Typer(
 def train(
     ctx: typer.Context,
     pristine: Annotated[Optional[list[Path]], typer.Option("--pristine", help="Folder(s) or files of clean, undistorted photos (repeatable).", show_default=False)] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: config.json, checkpoint.pt, log.jsonl, qualiclip-finetuned.pth.")] = Path("qualiclip-run"),
-    init: Annotated[str, typer.Option("--init", help="Starting weights: 'qualiclip' (official, adapt to your photos), 'openai' (CLIP RN50, as in the paper) or a weights file.")] = "qualiclip",
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = 1000,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per step over all processes (each gives 2 crops x L levels).")] = 16,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW). From a random model try 1e-3.")] = 1e-5,
-    warmup_steps: Annotated[int, typer.Option("--warmup-steps", min=0, help="Linear warm-up steps.")] = 50,
-    schedule: Annotated[Schedule, typer.Option("--schedule", help="cosine (decay to lr x --min-lr-ratio) or constant.")] = "cosine",
-    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Final learning rate as a fraction of --lr.")] = 0.1,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (conv/linear weights only).")] = 0.01,
-    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the global gradient norm to this (0: off).")] = 1.0,
-    crop_size: Annotated[int, typer.Option("--crop-size", help="Training crop side in px.")] = 224,
-    max_offset: Annotated[float, typer.Option("--max-offset", help="Second crop's offset, at most this fraction of a crop per axis.")] = 0.5,
-    levels: Annotated[int, typer.Option("--levels", help="Degradation levels per sample (L, 2..5).")] = 5,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: config.json, checkpoint.pt, log.jsonl, qualiclip-finetuned.pth.")] = Path(TrainConfig.out_dir),
+    init: Annotated[str, typer.Option("--init", help="Starting weights: 'qualiclip' (official, adapt to your photos), 'openai' (CLIP RN50, as in the paper) or a weights file.")] = TrainConfig.init,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = TrainConfig.steps,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Photos per step over all processes (each gives 2 crops x L levels).")] = TrainConfig.batch_size,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW). From a random model try 1e-3.")] = TrainConfig.lr,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", min=0, help="Linear warm-up steps.")] = TrainConfig.warmup_steps,
+    schedule: Annotated[Schedule, typer.Option("--schedule", help="cosine (decay to lr x --min-lr-ratio) or constant.")] = TrainConfig.schedule,
+    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Final learning rate as a fraction of --lr.")] = TrainConfig.min_lr_ratio,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (conv/linear weights only).")] = TrainConfig.weight_decay,
+    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the global gradient norm to this (0: off).")] = TrainConfig.grad_clip,
+    crop_size: Annotated[int, typer.Option("--crop-size", help="Training crop side in px.")] = TrainConfig.crop_size,
+    max_offset: Annotated[float, typer.Option("--max-offset", help="Second crop's offset, at most this fraction of a crop per axis.")] = TrainConfig.max_offset,
+    levels: Annotated[int, typer.Option("--levels", help="Degradation levels per sample (L, 2..5).")] = TrainConfig.levels,
     distortions: Annotated[Optional[str], typer.Option("--distortions", help="Comma-separated distortion types \\[default: all 24; see `train preview`].")] = None,
-    compose: Annotated[int, typer.Option("--compose", min=1, help="Compose up to K types from distinct groups per sample.")] = 1,
-    balanced: Annotated[bool, typer.Option("--balanced/--uniform", help="Cycle through the types (each equally often) or draw uniformly.")] = True,
-    margin: Annotated[float, typer.Option("--margin", help="Ranking margin m of L_pos and L_neg.")] = 0.03,
-    margin_cons: Annotated[float, typer.Option("--margin-cons", help="Margin m_c of the consistency loss.")] = 0.01,
-    lambda_cons: Annotated[float, typer.Option("--lambda-cons", help="Weight of L_cons.")] = 1.0,
-    lambda_pos: Annotated[float, typer.Option("--lambda-pos", help="Weight of L_pos.")] = 1.0,
-    lambda_neg: Annotated[float, typer.Option("--lambda-neg", help="Weight of L_neg.")] = 1.0,
-    bn_stats: Annotated[BnStats, typer.Option("--bn-stats", help="Batch-norm statistics: frozen, train, or auto (train only from a random, never-trained model).")] = "auto",
-    max_side: Annotated[int, typer.Option("--max-side", help="Downscale photos like `score` does before cropping (0: native resolution).")] = 1024,
-    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk --pristine folders recursively.")] = True,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (under torchrun: one GPU per process).")] = "auto",
-    precision: Annotated[opt.PrecisionChoice, typer.Option("--precision", help="auto: bf16 (or fp16) autocast on GPU, fp32 on CPU.")] = "auto",
+    compose: Annotated[int, typer.Option("--compose", min=1, help="Compose up to K types from distinct groups per sample.")] = TrainConfig.compose,
+    balanced: Annotated[bool, typer.Option("--balanced/--uniform", help="Cycle through the types (each equally often) or draw uniformly.")] = TrainConfig.balanced,
+    margin: Annotated[float, typer.Option("--margin", help="Ranking margin m of L_pos and L_neg.")] = TrainConfig.margin,
+    margin_cons: Annotated[float, typer.Option("--margin-cons", help="Margin m_c of the consistency loss.")] = TrainConfig.margin_cons,
+    lambda_cons: Annotated[float, typer.Option("--lambda-cons", help="Weight of L_cons.")] = TrainConfig.lambda_cons,
+    lambda_pos: Annotated[float, typer.Option("--lambda-pos", help="Weight of L_pos.")] = TrainConfig.lambda_pos,
+    lambda_neg: Annotated[float, typer.Option("--lambda-neg", help="Weight of L_neg.")] = TrainConfig.lambda_neg,
+    bn_stats: Annotated[BnStats, typer.Option("--bn-stats", help="Batch-norm statistics: frozen, train, or auto (train only from a random, never-trained model).")] = TrainConfig.bn_stats,
+    max_side: Annotated[int, typer.Option("--max-side", help="Downscale photos like `score` does before cropping (0: native resolution).")] = TrainConfig.max_side,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk --pristine folders recursively.")] = TrainConfig.recursive,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N (under torchrun: one GPU per process).")] = TrainConfig.device,
+    precision: Annotated[opt.PrecisionChoice, typer.Option("--precision", help="auto: bf16 (or fp16) autocast on GPU, fp32 on CPU.")] = TrainConfig.precision,
     workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Data-loading processes \\[default: min(8, CPUs - 1)].")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed: with the same photos and options, the same result.")] = 0,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Write the resumable checkpoint every N steps.")] = 100,
-    log_every: Annotated[int, typer.Option("--log-every", min=1, help="Average and log the loss every N steps.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Seed: with the same photos and options, the same result.")] = TrainConfig.seed,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Write the resumable checkpoint every N steps.")] = TrainConfig.checkpoint_every,
+    log_every: Annotated[int, typer.Option("--log-every", min=1, help="Average and log the loss every N steps.")] = TrainConfig.log_every,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint, with its recorded options.")] = False,
     offline: opt.Offline = False,
 ) -> None:
@@ -66,7 +66,6 @@ def train(
     if ctx.invoked_subcommand is not None:
         return
     from qualiclip_cli.core.errors import UsageError
-    from training.config import TrainConfig
 
     if not pristine and not resume:
         raise UsageError("--pristine DIR is required (or --resume to continue the run in --out); see `qualiclip train --help`")
@@ -159,10 +158,10 @@ def preview(
     pristine: Annotated[Path, typer.Option("--pristine", help="A photo, or a folder (its first photo is used; see --index).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("degradations.png"),
     index: Annotated[int, typer.Option("--index", min=0, help="Which photo of the folder (in walk order).")] = 0,
-    crop_size: Annotated[int, typer.Option("--crop-size", help="Side of the centre crop, as in training.")] = 224,
+    crop_size: Annotated[int, typer.Option("--crop-size", help="Side of the centre crop, as in training.")] = TrainConfig.crop_size,
     tile: Annotated[Optional[int], typer.Option("--tile", min=16, help="Display size of each tile \\[default: the crop size].")] = None,
     distortions: Annotated[Optional[str], typer.Option("--distortions", help="Comma-separated types \\[default: all 24].")] = None,
-    max_side: Annotated[int, typer.Option("--max-side", help="Downscale the photo like training does first (0: native).")] = 1024,
+    max_side: Annotated[int, typer.Option("--max-side", help="Downscale the photo like training does first (0: native).")] = TrainConfig.max_side,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random parameters (noise, angles, signs).")] = 0,
 ) -> None:
     """Render one photo under every distortion type (rows) and level (columns) as a labelled PNG grid."""
