@@ -1,6 +1,6 @@
 """The training loop (nanoGPT style: one readable function, no framework).
 
-    weights ─► trainable image encoder (our ModifiedResNet: exactly what `score` runs)
+    weights ─► the scorer's QualiCLIP module (QualiCLIP.from_weights, as `score` builds it): its .visual trains
     text encoder (frozen) ─► 14 prompt features T, computed once
     each step: B pristine samples × 2 crops × L levels ─► normalised features f ─► s = f·Tᵀ (cosine)
                ─► λ_c·L_cons + λ_p·L_pos + λ_n·L_neg ─► AdamW step (warm-up + cosine lr, clipped gradients)
@@ -27,9 +27,9 @@ from torch import nn
 
 from qualiclip_cli.core.atomic import atomic_write_text
 from qualiclip_cli.core.errors import UsageError
-from qualiclip_cli.core.model.architecture import ModifiedResNet, VisualConfig
-from qualiclip_cli.core.model.layout import CLIP_PREFIX, PROMPTS_KEY, visual_state_dict
-from qualiclip_cli.core.model.prompts import CLIP_MEAN, CLIP_STD
+from qualiclip_cli.core.model.architecture import ModifiedResNet
+from qualiclip_cli.core.model.layout import CLIP_PREFIX, PROMPTS_KEY, join_weights, visual_state_dict
+from qualiclip_cli.core.model.qualiclip import QualiCLIP
 from training import distributed as D
 from training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint, save_checkpoint, set_rng_state
 from training.config import TrainConfig
@@ -56,29 +56,39 @@ class TrainResult:
 # ------------------------------------------------------------------------------------------- model
 
 class ImageEncoder(nn.Module):
-    """uint8 (or [0, 1] float) RGB crops → L2-normalised image features, through the scoring trunk and pool."""
+    """The scorer's own image path, trainable: uint8 (or [0, 1] float) RGB crops → L2-normalised image features.
 
-    def __init__(self, visual: ModifiedResNet):
+    It holds the very QualiCLIP module that `score` runs (built by `build_scorer` through
+    `QualiCLIP.from_weights`) and calls its normalisation and its `.visual` (trunk + QualiCLIP pool), so the
+    encoder trained here is the scoring encoder by construction. (`QualiCLIP.embed` adds only dtype casts,
+    no-ops on these fp32 weights, and a size check; training calls `.visual` directly so that autocast
+    alone decides the precision, as it always has.)
+    """
+
+    def __init__(self, scorer: QualiCLIP):
         super().__init__()
-        self.visual = visual
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        self.scorer = scorer
+
+    @property
+    def visual(self) -> ModifiedResNet:
+        return self.scorer.visual
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        x = (x - self.mean) / self.std
-        return F.normalize(self.visual(x).float(), dim=-1)
+        return F.normalize(self.scorer.visual(self.scorer.normalise(images)).float(), dim=-1)
 
 
-def build_visual(clip_sd: dict[str, torch.Tensor]) -> ModifiedResNet:
-    """A trainable fp32 ModifiedResNet with its own (cloned, writable) tensors."""
-    visual_sd = {k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
-                 for k, v in visual_state_dict(clip_sd).items()}
-    visual = ModifiedResNet(VisualConfig.from_state_dict(visual_sd, prefix=""))
-    visual.load_state_dict(visual_sd, strict=True)
+def build_scorer(
+    clip_sd: dict[str, torch.Tensor], prompts: torch.Tensor, visual_sd: dict[str, torch.Tensor] | None = None
+) -> QualiCLIP:
+    """The scorer's module (`QualiCLIP.from_weights`, as `score` builds it), made trainable: fp32 on its own
+    contiguous, writable copies of the image encoder's tensors (the starting weights' own, or ``visual_sd``:
+    a checkpoint's), so training never writes into the starting weights."""
+    start = visual_state_dict(clip_sd) if visual_sd is None else visual_sd
+    own = {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in start.items()}
+    scorer = QualiCLIP.from_weights(join_weights(clip_sd, prompts, visual_sd=own))
     # The QualiCLIP pool does not use the positional embedding: keep it (file layout) but never train it.
-    visual.attnpool.positional_embedding.requires_grad_(False)
-    return visual
+    scorer.visual.attnpool.positional_embedding.requires_grad_(False)
+    return scorer
 
 
 def freeze_bn_stats(module: nn.Module) -> None:
@@ -260,13 +270,12 @@ def train(
         D.barrier(info)
         if init is None:
             init = start.init_weights(offline, download_progress)
-        prompts = compute_prompt_features(init.clip_sd).to(device)  # (14, D), fixed for the whole run
+        prompts = compute_prompt_features(init.clip_sd)  # (14, D), fixed for the whole run
         bn_mode = resolve_bn_mode(cfg.bn_stats, init.clip_sd)
 
-        # ----- model, optimizer (on resume: as they were at the checkpoint)
-        encoder = ImageEncoder(build_visual(init.clip_sd)).to(device)
-        if start.visual_state() is not None:
-            encoder.visual.load_state_dict(start.visual_state(), strict=True)
+        # ----- model (the scorer's own module; on resume the checkpoint's encoder), optimizer
+        encoder = ImageEncoder(build_scorer(init.clip_sd, prompts, start.visual_state())).to(device)
+        prompts = prompts.to(device)
         if device.startswith("cuda"):
             encoder = encoder.to(memory_format=torch.channels_last)
         model: nn.Module = encoder
@@ -362,7 +371,7 @@ def train(
 
         # ----- outputs
         if bn_mode == "train":
-            D.broadcast_buffers(encoder, info)  # one set of running statistics (rank 0's) in the file
+            D.broadcast_buffers(encoder.visual, info)  # one set of running statistics (rank 0's) in the file
         weights_path = out / WEIGHTS_NAME
         if info.is_main:
             from qualiclip_cli.core.model.layout import validate_weights
