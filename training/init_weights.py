@@ -21,7 +21,7 @@ import torch
 from qualiclip_cli.core.errors import OfflineError, WeightsError
 from qualiclip_cli.core.model import layout
 from qualiclip_cli.core.model import weights as W
-from qualiclip_cli.core.model.layout import CLIP_PREFIX, PROMPTS_KEY, split_weights
+from qualiclip_cli.core.model.layout import PROMPTS_KEY, split_weights
 
 # Keys of an OpenAI-layout CLIP state dict (open_clip's CLIP uses the same names).
 _CLIP_KEY_PREFIXES = ("visual.", "transformer.", "token_embedding.", "ln_final.")
@@ -31,10 +31,9 @@ _CLIP_KEYS = ("positional_embedding", "text_projection", "logit_scale")
 def _check_clip_safetensors(path: Path, origin: str, spec: W.WeightsSpec) -> None:
     """A CLIP state dict in safetensors whose image encoder builds our ModifiedResNet (shapes pinned)."""
     clip_sd = load_clip_safetensors(path)
-    pseudo = {CLIP_PREFIX + k: v for k, v in clip_sd.items()}
     out_dim = clip_sd["visual.attnpool.c_proj.weight"].shape[0] if "visual.attnpool.c_proj.weight" in clip_sd else 1
-    pseudo[PROMPTS_KEY] = torch.zeros(14, out_dim)  # not in a CLIP file; computed after the check
-    layout.validate_weights(pseudo, origin, spec.expected_shapes)
+    # prompts_features is not in a CLIP file (computed after the check): zeros of the right shape stand in.
+    layout.validate_weights(layout.join_weights(clip_sd, torch.zeros(14, out_dim)), origin, spec.expected_shapes)
     for key in ("token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection"):
         if key not in clip_sd:
             raise WeightsError(f"{origin}: text encoder tensor {key} missing: not a CLIP weights file")
@@ -137,8 +136,9 @@ def load_init(
 def bn_stats_untrained(clip_sd: dict[str, torch.Tensor]) -> bool:
     """True when every batch-norm of the image encoder still has its initial statistics (mean 0, variance 1):
     the encoder has never seen data, i.e. training starts from a random model."""
-    means = [v for k, v in clip_sd.items() if k.startswith("visual.") and k.endswith("running_mean")]
-    variances = [v for k, v in clip_sd.items() if k.startswith("visual.") and k.endswith("running_var")]
+    visual = layout.visual_state_dict(clip_sd)
+    means = [v for k, v in visual.items() if k.endswith("running_mean")]
+    variances = [v for k, v in visual.items() if k.endswith("running_var")]
     if not means:
         return False
     return all(bool((m == 0).all()) for m in means) and all(bool((v == 1).all()) for v in variances)

@@ -28,7 +28,7 @@ from torch import nn
 from qualiclip_cli.core.atomic import atomic_write_text
 from qualiclip_cli.core.errors import UsageError
 from qualiclip_cli.core.model.architecture import ModifiedResNet
-from qualiclip_cli.core.model.layout import CLIP_PREFIX, PROMPTS_KEY, join_weights, visual_state_dict
+from qualiclip_cli.core.model.layout import join_weights, validate_weights, visual_state_dict
 from qualiclip_cli.core.model.qualiclip import QualiCLIP
 from training import distributed as D
 from training.checkpoint import CHECKPOINT_NAME, atomic_torch_save, load_checkpoint, save_checkpoint, set_rng_state
@@ -151,13 +151,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: str) -> torch.opt
 # ------------------------------------------------------------------------------------------- outputs
 
 def final_weights(clip_sd: dict[str, torch.Tensor], visual: ModifiedResNet, prompts: torch.Tensor) -> dict[str, torch.Tensor]:
-    """QualiCLIP layout: every original CLIP tensor, the visual ones replaced by the trained (fp32) ones,
-    and prompts_features from the frozen text encoder."""
-    weights = {CLIP_PREFIX + k: v for k, v in clip_sd.items() if not k.startswith("visual.")}
-    for k, v in visual.state_dict().items():
-        weights[f"{CLIP_PREFIX}visual.{k}"] = v.detach().cpu().clone()
-    weights[PROMPTS_KEY] = prompts.detach().cpu().float().clone()
-    return weights
+    """QualiCLIP layout (`layout.join_weights`): every original CLIP tensor, the visual ones replaced by the
+    trained (fp32) ones, and prompts_features from the frozen text encoder."""
+    trained = {k: v.detach().cpu().clone() for k, v in visual.state_dict().items()}
+    return join_weights(clip_sd, prompts.detach().cpu().float().clone(), visual_sd=trained)
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
@@ -374,8 +371,6 @@ def train(
             D.broadcast_buffers(encoder.visual, info)  # one set of running statistics (rank 0's) in the file
         weights_path = out / WEIGHTS_NAME
         if info.is_main:
-            from qualiclip_cli.core.model.layout import validate_weights
-
             weights = final_weights(init.clip_sd, encoder.visual, prompts)
             validate_weights(weights, weights_path)
             atomic_torch_save(weights, weights_path)
