@@ -34,12 +34,10 @@ def tiny_clip_state_dict(
 
 def qualiclip_weights(clip_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A CLIP state dict in the QualiCLIP layout, prompts_features from its own text tower."""
+    from qualiclip_cli.core.model.layout import join_weights
     from qualiclip_cli.core.model.text_tower import build_open_clip, prompt_features
 
-    prompts = prompt_features(build_open_clip(clip_sd))
-    weights = {f"clip_model.{k}": v for k, v in clip_sd.items()}
-    weights["prompts_features"] = prompts
-    return weights
+    return join_weights(clip_sd, prompt_features(build_open_clip(clip_sd)))
 
 
 def tiny_weights(seed: int = 0) -> dict[str, torch.Tensor]:
