@@ -97,7 +97,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path) -> dict:
-    from qualiclip_cli.core.errors import UsageError
+    from qualiclip_cli.core.errors import UsageError, first_line
 
     path = Path(path)
     if not path.is_file():
@@ -105,7 +105,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line message
-        raise UsageError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise UsageError(f"{path}: unreadable checkpoint ({first_line(exc)})") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise UsageError(f"{path}: not a qualiclip training checkpoint (or from an incompatible version)")
     return state

@@ -17,7 +17,6 @@ from typing import Literal, get_args
 
 from qualiclip_cli.core.model.runtime import PRECISIONS, Precision
 
-INIT_CHOICES = ("qualiclip", "openai")  # or a path to a weights file
 BnStats = Literal["auto", "frozen", "train"]
 BN_CHOICES: tuple[str, ...] = get_args(BnStats)
 Schedule = Literal["cosine", "constant"]

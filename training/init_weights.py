@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from qualiclip_cli.core.errors import OfflineError, WeightsError
+from qualiclip_cli.core.errors import OfflineError, WeightsError, first_line
 from qualiclip_cli.core.model import layout
 from qualiclip_cli.core.model import weights as W
 from qualiclip_cli.core.model.layout import PROMPTS_KEY, split_weights
@@ -59,7 +59,7 @@ def load_clip_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         raw = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise WeightsError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise WeightsError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
     return clip_state_dict(raw, origin=str(path))
 
 
