@@ -14,14 +14,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from qualiclip_cli.core.errors import ImageError
 from qualiclip_cli.core.records import ScoreRecord
 
 if TYPE_CHECKING:
     from qualiclip_cli.core.pipeline.cache import FileIdentity, ResultsCache
-    from qualiclip_cli.core.pipeline.scorer import Scorer
 
 #: Pixels (H·W summed) that may wait in partially filled batches before they are run anyway.
 BUCKET_PIXEL_BUDGET = 64 * 1024 * 1024
@@ -41,10 +40,24 @@ class Ready:
     height: int
 
 
+class BucketScorer(Protocol):
+    """What the stream needs of its scorer (`scorer.Scorer` is one); the stream never imports the scorer."""
+
+    options: Any  # ScoreOptions
+    runtime: Any  # Runtime
+    decoder: str
+    workers: int
+    batch_size: int
+
+    def load(self, path: Path) -> Any: ...
+    def decode_cpu(self, path: Path) -> Any: ...
+    def score_bucket(self, items: list[Ready]) -> list[tuple[Ready, ScoreRecord]]: ...
+
+
 class ScoreStream:
     """One ordered pass of a scorer over found files; iterate `run(found)` for the records."""
 
-    def __init__(self, scorer: Scorer, cache: ResultsCache | None = None,
+    def __init__(self, scorer: BucketScorer, cache: ResultsCache | None = None,
                  on_record: Callable[[ScoreRecord], None] | None = None):
         self.scorer = scorer
         self.cache = cache
