@@ -1,1 +1,1 @@
-"""Self-supervised QualiCLIP fine-tuning on pristine photos (SPEC section 3)."""
+"""Self-supervised QualiCLIP fine-tuning on pristine photos (the QualiCLIP paper's recipe)."""

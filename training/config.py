@@ -1,7 +1,7 @@
 """Every hyper-parameter of a training run, in one dataclass recorded as JSON (run dir and checkpoints).
 
-SPEC section 3 gives the recipe but not the paper's values (its training code is unreleased); the defaults
-here are our reconstruction. Margins follow the prototype measurements in the SPEC (m = 0.03, m_c = 0.01);
+The paper gives the recipe but not its values (its training code is unreleased); the defaults here are our
+reconstruction. Margins follow our prototype measurements (m = 0.03, m_c = 0.01);
 the learning rate default (1e-5) is for fine-tuning pretrained weights (QualiCLIP or CLIP): from a random
 model the prototype used 1e-3 (and lr >= 3e-3 was unstable).
 """

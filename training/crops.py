@@ -1,4 +1,4 @@
-"""Pairs of overlapping random crops (SPEC section 3).
+"""Pairs of overlapping random crops, as the QualiCLIP recipe takes them.
 
 From one pristine image: crop A at a uniformly random position, crop B offset from A by at most
 `max_offset · size` pixels in each axis (so they always overlap by at least (1 − max_offset)² of a crop),

@@ -1,4 +1,4 @@
-"""Synthetic image degradations for self-supervised QualiCLIP training (SPEC section 3).
+"""Synthetic image degradations for self-supervised QualiCLIP training (the paper's recipe).
 
 The classic KADID-10k / ARNIQA degradation model: 24 distortion types in 7 groups, 5 intensity levels each
 (values and their meaning in ``shared/DEGRADATIONS.md``). This is an independent implementation.

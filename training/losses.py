@@ -1,4 +1,4 @@
-"""The three margin ranking losses of QualiCLIP (SPEC section 3), as pure functions of similarity tensors.
+"""The three margin ranking losses of QualiCLIP (the paper's recipe), as pure functions of similarity tensors.
 
 Shapes: a batch of similarities is (B, 2, L, 14): B samples, crops A and B, levels 1..L (increasing
 severity), and the 14 prompts in weights-file order pos1, neg1, …, pos7, neg7. `split_prompts` turns the

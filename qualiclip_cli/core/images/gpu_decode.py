@@ -1,4 +1,4 @@
-"""JPEG decoding on the GPU (batched nvjpeg through torchvision), with the CPU decoder's policy (SPEC §2).
+"""JPEG decoding on the GPU (batched nvjpeg through torchvision), with the CPU decoder's policy (`policy`).
 
 Two steps, so that file reading runs in threads and decoding in batches:
 

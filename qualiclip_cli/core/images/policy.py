@@ -27,7 +27,7 @@ RESIZE_IDENTITY = "bicubic-aa"
 
 
 def policy_identity(max_side: int, draft: bool = False) -> str:
-    """A short stable string naming the preprocessing, stored with every score (SPEC §2)."""
+    """A short stable string naming the preprocessing, stored with every score."""
     if max_side < 0:
         raise ValueError(f"max_side must be >= 0, got {max_side}")
     if max_side == 0:

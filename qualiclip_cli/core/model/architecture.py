@@ -7,7 +7,7 @@ tests check, on random weights, that this module and open_clip's `ModifiedResNet
 names and shapes and give the same features. open_clip is still used for the text tower (tokenizer and
 prompt features), which scoring never needs because the weights file stores `prompts_features`.
 
-The attention pool is run the QualiCLIP way (SPEC section 1): without its positional embedding, with the
+The attention pool is run the QualiCLIP way (as the official implementation does): without its positional embedding, with the
 spatial-mean token as the only query that matters. See `attention_pool`.
 """
 
