@@ -9,8 +9,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/tiny_weights.p
 
 
 def golden_dir() -> Path:
-    """../shared/golden beside the checkout (CI lays shared/ there); QUALICLIP_GOLDEN_DIR overrides."""
-    return Path(os.environ.get("QUALICLIP_GOLDEN_DIR") or REPO.parent / "shared" / "golden")
+    """QUALICLIP_GOLDEN_DIR if set; else ../shared/golden beside the checkout (CI lays shared/ there); else, for a
+    local clone (`git clone . /tmp/check`), ../shared/golden beside the checkout it was cloned from."""
+    if os.environ.get("QUALICLIP_GOLDEN_DIR"):
+        return Path(os.environ["QUALICLIP_GOLDEN_DIR"])
+    beside = REPO.parent / "shared" / "golden"
+    if not beside.is_dir():
+        origin = _local_origin()
+        if origin is not None and (origin.parent / "shared" / "golden").is_dir():
+            return origin.parent / "shared" / "golden"
+    return beside
+
+
+def _local_origin() -> Path | None:
+    """The checkout this one was cloned from, when that is a folder on this machine."""
+    import subprocess
+
+    try:
+        url = subprocess.run(["git", "-C", str(REPO), "config", "--get", "remote.origin.url"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    path = Path(url.removeprefix("file://")) if url and "://" not in url.removeprefix("file://") else None
+    return path.resolve() if path is not None and path.is_dir() else None
 
 
 @pytest.fixture(scope="session")
