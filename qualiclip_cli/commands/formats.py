@@ -14,6 +14,12 @@ from typing import TextIO
 from qualiclip_cli.core.records import BASE_FIELDS, PAIR_NAMES, ScoreRecord
 
 
+def canonical(fmt: str) -> str:
+    """The human format is called "text" in every command; "table", its old name in score, history and
+    evaluate, is read as "text"."""
+    return "text" if fmt == "table" else fmt
+
+
 def write_rows(rows: Iterable[dict], fmt: str, out: TextIO) -> None:
     """The two JSON machine formats for any list of flat dicts: one object per line, or one indented list."""
     if fmt == "jsonl":

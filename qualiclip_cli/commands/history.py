@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Optional, get_args
 import typer
 
 from qualiclip_cli.commands.errors import handle_errors
-from qualiclip_cli.commands.formats import write_rows
+from qualiclip_cli.commands.formats import canonical, write_rows
 
 #: text: a table for people ("table" is accepted as another name for it); jsonl, json: for programs.
 HistoryFormat = Literal["text", "table", "jsonl", "json"]
@@ -32,12 +32,11 @@ def history(
     from qualiclip_cli.commands.console import stdout, stdout_is_terminal
     from qualiclip_cli.core.curation import journal
 
-    if fmt is None:
-        fmt = "text" if stdout_is_terminal() else "jsonl"
+    fmt = canonical(fmt) if fmt is not None else "text" if stdout_is_terminal() else "jsonl"
     runs = journal.history()
     if limit is not None:
         runs = runs[:limit]
-    if fmt in ("text", "table"):
+    if fmt == "text":
         if not runs:
             from qualiclip_cli.commands.console import stderr
 

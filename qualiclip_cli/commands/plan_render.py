@@ -27,6 +27,7 @@ from qualiclip_cli.commands.console import stderr
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL
 from qualiclip_cli.commands.formats import write_rows
 from qualiclip_cli.core.curation.fileops import OnCollision as OnCollisionChoice
+from qualiclip_cli.core.curation.plan import Skip, SkipKind
 
 #: text: one line per operation, for people; jsonl and json: one object per operation, for programs.
 PlanFormatChoice = Literal["text", "jsonl", "json"]
@@ -72,7 +73,7 @@ class Row:
     score: Optional[float]
     reason: str
     sibling_of: Optional[Path] = None
-    skip: Optional[object] = None  # the plan's Skip, for a photo the plan left out
+    skip: Optional[Skip] = None  # the plan's Skip, for a photo the plan left out
 
     def to_dict(self) -> dict:
         return {
@@ -168,7 +169,6 @@ def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[
     operation indexes to the error a real run would meet (known without changing anything), for dry runs.
     """
     from qualiclip_cli.core.curation.execute import execute
-    from qualiclip_cli.core.curation.plan import SkipKind
 
     scores = _scores(records)
     run = None

@@ -59,7 +59,7 @@ def records_table(records: Iterable, details: bool = False) -> Table:
 def write_records(records: list, fmt: str, out: TextIO, details: bool) -> None:
     from qualiclip_cli.commands.formats import WRITERS
 
-    if fmt in ("text", "table"):
+    if fmt == "text":
         stdout().print(records_table(records, details)) if out is sys.stdout else _plain_table(records, out, details)
     else:
         WRITERS[fmt](records, out, details=details)
@@ -89,9 +89,10 @@ def choose_format(requested: str | None, output: Path | None) -> str:
     """Explicit --format wins ("table" read as "text"); else from the output file's extension; else text on a
     terminal, jsonl in a pipe."""
     from qualiclip_cli.commands.console import stdout_is_terminal
+    from qualiclip_cli.commands.formats import canonical
 
     if requested:
-        return "text" if requested == "table" else requested
+        return canonical(requested)
     if output is not None:
         ext = Path(output).suffix.lower().lstrip(".")
         return ext if ext in ("csv", "jsonl", "json") else "jsonl"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +37,7 @@ def run_scoring(choices: ScoringChoices, skip_under: Sequence[Path] = ()) -> Sco
 
         return score_paths(
             choices.paths, walk=choices.walk(), options=choices.score_options(), weights=choices.weights,
-            offline=choices.offline, skip_under=[os.fspath(d) for d in skip_under], on_start=on_start,
+            offline=choices.offline, skip_under=skip_under, on_start=on_start,
             on_record=on_record, on_download_start=announce_download, on_download_progress=on_bytes,
         )
 
