@@ -16,10 +16,11 @@ with O_EXCL to reserve the name and then replaced. Files are removed only when t
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 import shutil
-import tempfile
+import stat
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -284,16 +285,24 @@ def remove_own_copy(path: str | os.PathLike, sha256: str, original: str | os.Pat
     fsync_dir(path.parent)
 
 
-def write_file_atomic(path: str | os.PathLike, data: bytes, expected_sha256: str | None) -> None:
+def write_file_atomic(path: str | os.PathLike, data: bytes, expected_sha256: str | None,
+                      partial: str | os.PathLike | None = None) -> None:
     """Give `path` the content `data` atomically (temp file in the same directory, fsync, rename).
 
     `expected_sha256` is the content we read before deciding to write (None: the file did not exist). If the
     file changed in the meantime (or appeared), raise CurationError and leave it alone. Used for sidecars,
-    which are ours to update; never used on a photo.
+    which are ours to update; never used on a photo. The temporary file is `partial` when given (a name the
+    caller journaled, so an interrupted write can be cleaned up), else a fresh `partial_path(path)`; it is
+    created with O_EXCL, never over an existing file.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX)
-    tmp = Path(tmp_name)
+    tmp = Path(partial) if partial is not None else partial_path(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        raise CurationError(f"{tmp}: a leftover temporary file is in the way; move it aside and retry") from None
+    except OSError as exc:
+        raise CurationError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     with _discard_on_failure(tmp, f"{path}: cannot write ({{reason}})"):
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -311,6 +320,79 @@ def write_file_atomic(path: str | os.PathLike, data: bytes, expected_sha256: str
             shutil.copymode(path, tmp)
             os.replace(tmp, path)
         fsync_dir(path.parent)
+
+
+# ---- what is at a path, without following symbolic links (undo decides with these)
+
+def lstat_or_none(path: str | os.PathLike) -> os.stat_result | None:
+    """The path's own status (a symbolic link is not followed), or None when nothing is there."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+
+
+def is_regular(st: os.stat_result | None) -> bool:
+    return st is not None and stat.S_ISREG(st.st_mode)
+
+
+def regular_sha256(path: str | os.PathLike) -> str | None:
+    """SHA-256 of the regular file at `path` itself, or None when there is none: missing, a symbolic link
+    (opened with O_NOFOLLOW, never followed), a directory, a device or a FIFO (O_NONBLOCK: never waits)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        digest = hashlib.sha256()
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _entry(path: str | os.PathLike) -> str:
+    """The directory entry a path names: its folder resolved, its own name kept (a link is not followed)."""
+    path = Path(path)
+    return os.path.join(os.path.realpath(path.parent), path.name)
+
+
+def same_entry(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one directory entry (through a symlinked folder, `..` or the like)."""
+    return os.path.normcase(_entry(a)) == os.path.normcase(_entry(b))
+
+
+def holds_copy(path: str | os.PathLike, sha256: str) -> bool:
+    """Whether `path` itself (not a link's target) is a regular file whose content is `sha256`."""
+    return regular_sha256(path) == sha256
+
+
+def remove_duplicate(path: str | os.PathLike, sha256: str, keeper: str | os.PathLike) -> None:
+    """Remove `path` only when another entry, `keeper`, verifiably holds the same bytes as a regular file:
+    both are regular files (neither is a symbolic link), both have the content `sha256`, they are two
+    directory entries (not one reached by two spellings), and a shared inode has a second name. Otherwise
+    CurationError, and nothing is removed. This is how undo drops a file: never the last copy of anything."""
+    path, keeper = Path(path), Path(keeper)
+    if same_entry(path, keeper):
+        raise CurationError(f"{path}: it is the same file as {keeper}; left in place")
+    st, kst = lstat_or_none(path), lstat_or_none(keeper)
+    if not is_regular(st):
+        raise CurationError(f"{path}: not a regular file (a link or gone); left in place")
+    if not is_regular(kst):
+        what = "a symbolic link" if kst is not None and stat.S_ISLNK(kst.st_mode) else "not a regular file"
+        raise CurationError(f"{keeper} is {what}; {path} is kept")
+    if (st.st_dev, st.st_ino) == (kst.st_dev, kst.st_ino) and st.st_nlink < 2:
+        raise CurationError(f"{path}: it is the same file as {keeper}; left in place")
+    if regular_sha256(path) != sha256:
+        raise CurationError(f"{path}: changed since it was written; left in place")
+    if regular_sha256(keeper) != sha256:
+        raise CurationError(f"{keeper} is gone or changed; {path} is kept")
+    os.unlink(path)
+    fsync_dir(path.parent)
 
 
 def _umask() -> int:
