@@ -5,8 +5,11 @@ A run id is a sortable UTC timestamp plus a random suffix: `20250131T235959.1234
 
 Lines (every line has "type", "run_id" and "time", an ISO-8601 local time with offset):
 
-- header (first line): version, command, argv, cwd, roots, dry_run (always false: dry runs are not
-  journaled), planned (number of operations in the plan).
+- header (first line): version, command, argv, cwd, roots, folders, dry_run (always false: dry runs are not
+  journaled), planned (number of operations in the plan). `roots` are the folders the run's files came from,
+  `folders` the folders it put files into (the quarantine, `--to`, `--into`); undo touches nothing outside
+  them (version 1 journals have no `folders`: see undo.py). The header's `time` is the run's start, which
+  orders the runs (not the run id, which is only a name).
 - op: index (position in the plan), phase, action, source, destination, reason, sibling_of, and facts of
   the file before the step: sha256, size, mtime_ns. Phases:
     "intent"  written and fsynced BEFORE the step; may carry `partial` (temporary copy name), and for
@@ -16,7 +19,14 @@ Lines (every line has "type", "run_id" and "time", an ISO-8601 local time with o
     "skipped" the step was not attempted: `error` says why (e.g. its photo was not moved).
   An op with only an "intent" line was interrupted mid-step; `undo` resolves it by content hash.
 - end: counts of done/failed/skipped, written when the run finishes normally.
+- undo_start: appended when an undo begins (an undo killed half-way leaves it as the last line).
 - undo: appended by each undo: complete (bool), restored, problems.
+
+A journal that is 0 bytes long, or holds only a torn header, belongs to a run killed while it was creating its
+journal, before it changed anything: it reads back as an empty run (`RunLog.empty`).
+
+While a run or an undo is going on, its process holds an exclusive lock (flock) on the journal, so another
+process can tell a live run from an interrupted one.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +45,8 @@ from qualiclip_cli.core import paths
 from qualiclip_cli.core.atomic import fsync_dir
 from qualiclip_cli.core.errors import JournalError
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2
+KNOWN_VERSIONS = (1, 2)
 JOURNAL_SUFFIX = ".jsonl"
 BACKUP_SUFFIX = ".backup"
 RUN_ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$")
@@ -50,6 +62,42 @@ def new_run_id(now: datetime | None = None) -> str:
     """Sortable (UTC timestamp to the microsecond) and unique (random suffix)."""
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     return now.strftime("%Y%m%dT%H%M%S.%fZ") + "-" + secrets.token_hex(3)
+
+
+def partial_token(run_id: str, index: int) -> str:
+    """The token in the temporary names of operation `index` of a run (see fileops.partial_path)."""
+    return f"{run_id[-6:]}-{index}"
+
+
+def run_id_time(run_id: str) -> datetime | None:
+    """The UTC time a run id was made from, or None when it is not a run id."""
+    if not RUN_ID_RE.match(run_id or ""):
+        return None
+    return datetime.strptime(run_id[:23], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def parse_time(text: object) -> datetime | None:
+    """A journal's ISO-8601 time with its offset, or None when it is missing or not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def _lock(fd: int) -> bool:
+    """Take the exclusive lock of a journal without waiting; False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): every run counts as live, so nothing is cleaned up
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _directory(directory: str | os.PathLike | None) -> Path:
@@ -73,8 +121,9 @@ class JournalWriter:
     @classmethod
     def start(cls, command: str, argv: Sequence[str], roots: Iterable[str | os.PathLike] = (),
               planned: int = 0, cwd: str | os.PathLike | None = None,
-              directory: str | os.PathLike | None = None) -> JournalWriter:
-        """Create the run's journal file and write its header."""
+              directory: str | os.PathLike | None = None,
+              folders: Iterable[str | os.PathLike] = ()) -> JournalWriter:
+        """Create the run's journal file (locked while this run lasts) and write its header."""
         folder = _directory(directory)
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -86,17 +135,18 @@ class JournalWriter:
             writer._fd = os.open(writer.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         except OSError as exc:
             raise JournalError(f"{writer.path}: cannot create the journal ({exc.strerror or exc})") from exc
+        _lock(writer._fd)
         fsync_dir(folder)
         writer.write({
             "type": "header", "version": JOURNAL_VERSION, "command": command, "argv": list(argv),
-            "cwd": str(cwd if cwd is not None else os.getcwd()), "roots": [str(r) for r in roots],
-            "dry_run": False, "planned": planned,
+            "cwd": str(cwd if cwd is not None else os.getcwd()), "roots": [_absolute(r) for r in roots],
+            "folders": [_absolute(f) for f in folders], "dry_run": False, "planned": planned,
         })
         return writer
 
     @property
     def backup_dir(self) -> Path:
-        return self.path.with_name(self.run_id + BACKUP_SUFFIX)
+        return backup_dir(self.path, self.run_id)
 
     def write(self, entry: dict) -> None:
         if self._fd is None:
@@ -127,6 +177,15 @@ class JournalWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _absolute(path: str | os.PathLike) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
+def backup_dir(journal_path: Path, run_id: str) -> Path:
+    """Where a run keeps copies of the sidecars it replaced (and undo the ones it takes away)."""
+    return journal_path.with_name(run_id + BACKUP_SUFFIX)
 
 
 @dataclass
@@ -162,12 +221,19 @@ class RunSummary:
     finished: bool        # the run reached its end (False: interrupted)
     undone: str | None    # None, "complete" or "partial" (an undo left problems)
     problem: str | None = None  # set when the run's journal cannot be read (then the other fields are empty)
+    empty: bool = False   # killed while creating its journal, before it changed anything
+    undo_interrupted: bool = False  # an undo began and did not finish (killed): undo it again
 
     @property
     def state(self) -> str:
-        """One word for `history`: unreadable, undone, partly undone, done or interrupted."""
+        """A word or two for `history`: unreadable, empty, undo interrupted, undone, partly undone, done or
+        interrupted."""
         if self.problem:
             return "unreadable"
+        if self.empty:
+            return "empty"
+        if self.undo_interrupted:
+            return "undo interrupted"
         if self.undone == "complete":
             return "undone"
         if self.undone == "partial":
@@ -185,6 +251,18 @@ class RunLog:
     ops: list[OpEntry] = field(default_factory=list)
     end: dict | None = None
     undos: list[dict] = field(default_factory=list)
+    undo_starts: list[dict] = field(default_factory=list)
+    empty: bool = False   # 0 bytes or a torn header: the run was killed before it changed anything
+    undo_interrupted: bool = False  # the last undo_start has no undo line after it
+
+    @property
+    def started(self) -> datetime | None:
+        """The run's start as its header records it (None for an empty journal or a header without it)."""
+        return parse_time(self.header.get("time"))
+
+    @property
+    def backup_dir(self) -> Path:
+        return backup_dir(self.path, self.run_id)
 
     @property
     def undone(self) -> str | None:
@@ -202,7 +280,8 @@ class RunLog:
     def summary(self) -> RunSummary:
         return RunSummary(run_id=self.run_id, time=self.header.get("time", ""), command=self.header.get("command", ""),
                           argv=list(self.header.get("argv", [])), counts=self.counts(),
-                          finished=self.end is not None, undone=self.undone)
+                          finished=self.end is not None, undone=self.undone, empty=self.empty,
+                          undo_interrupted=self.undo_interrupted)
 
 
 def read_run(run_id: str, directory: str | os.PathLike | None = None) -> RunLog:
@@ -225,10 +304,15 @@ def read_run(run_id: str, directory: str | os.PathLike | None = None) -> RunLog:
         except ValueError:
             torn.append(number)
             continue
-        if entry.get("type") != "undo" and torn:
+        if not isinstance(entry, dict):
+            raise JournalError(f"{path}:{number}: unreadable journal line")
+        if entry.get("type") not in ("undo", "undo_start") and torn:
             # Only the killed run's last line may be torn; undo lines may follow it, nothing else.
             raise JournalError(f"{path}:{torn[0]}: unreadable journal line")
         entries.append(entry)
+    if not entries and _torn_header(raw.strip()):
+        # Killed while the journal was being created: nothing was done yet.
+        return RunLog(run_id=run_id, path=path, header={}, empty=True)
     if not entries or entries[0].get("type") != "header":
         raise JournalError(f"{path}: journal has no header")
     log = RunLog(run_id=run_id, path=path, header=entries[0])
@@ -238,6 +322,8 @@ def read_run(run_id: str, directory: str | os.PathLike | None = None) -> RunLog:
         if kind == "op":
             # An op's first line stands as its intent (one skipped, or failed before its intent was written,
             # has a single line); every line that is not an intent is its outcome.
+            if not isinstance(entry.get("index"), int) or not isinstance(entry.get("phase"), str):
+                raise JournalError(f"{path}: an operation line without an index or phase")
             op = by_index.setdefault(entry["index"], OpEntry(index=entry["index"], intent=entry))
             if entry["phase"] != PHASE_INTENT:
                 op.outcome = entry
@@ -245,17 +331,42 @@ def read_run(run_id: str, directory: str | os.PathLike | None = None) -> RunLog:
             log.end = entry
         elif kind == "undo":
             log.undos.append(entry)
+            log.undo_interrupted = False
+        elif kind == "undo_start":
+            log.undo_starts.append(entry)
+            log.undo_interrupted = True
     log.ops = [by_index[i] for i in sorted(by_index)]
     return log
 
 
+_HEADER_START = b'{"type": "header"'
+
+
+def _torn_header(raw: bytes) -> bool:
+    """Whether a journal's bytes are nothing, or the beginning of a header line cut off by a kill."""
+    return b"\n" not in raw and raw[:len(_HEADER_START)] == _HEADER_START[:len(raw)]
+
+
 def run_ids(directory: str | os.PathLike | None = None) -> list[str]:
-    """All run ids in the journal directory, oldest first."""
+    """All run ids in the journal directory, oldest first: in the order of the starts their headers record
+    (a file's name does not order it; a journal without a readable start goes by the time in its name)."""
     folder = _directory(directory)
     if not folder.is_dir():
         return []
     ids = [p.name[: -len(JOURNAL_SUFFIX)] for p in folder.glob(f"*{JOURNAL_SUFFIX}")]
-    return sorted(i for i in ids if RUN_ID_RE.match(i))
+    ids = [i for i in ids if RUN_ID_RE.match(i)]
+    return sorted(ids, key=lambda i: (_recorded_start(folder / f"{i}{JOURNAL_SUFFIX}") or run_id_time(i), i))
+
+
+def _recorded_start(path: Path) -> datetime | None:
+    """The start time in a journal's header line, read without reading the rest of the file."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 16)
+        header = json.loads(first)
+    except (OSError, ValueError):
+        return None
+    return parse_time(header.get("time")) if isinstance(header, dict) and header.get("type") == "header" else None
 
 
 def _summaries(directory: str | os.PathLike | None) -> Iterator[RunSummary]:
@@ -274,21 +385,81 @@ def history(directory: str | os.PathLike | None = None) -> list[RunSummary]:
 
 
 def latest_run_id(directory: str | os.PathLike | None = None, include_undone: bool = False) -> str | None:
-    """The newest readable run (by default the newest not completely undone), or None."""
+    """The run that started last among the readable ones (by default the newest not completely undone;
+    empty journals, of runs killed before they began, never count), or None."""
     for summary in _summaries(directory):
-        if summary.problem is None and (include_undone or summary.undone != "complete"):
+        if summary.problem is None and not summary.empty and (include_undone or summary.undone != "complete"):
             return summary.run_id
     return None
 
 
+def _last_line(path: Path) -> dict | None:
+    """The last complete line of a journal, read from its end; None when there is none or it is unreadable."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - (1 << 16)))
+            tail = f.read()
+    except OSError:
+        return None
+    lines = [line for line in tail.split(b"\n") if line.strip()]
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a torn last line
+        return entry if isinstance(entry, dict) else None
+    return None
+
+
+def unsettled_run_ids(directory: str | os.PathLike | None = None) -> list[str]:
+    """Runs whose journal does not end with the end of the run or of an undo: interrupted runs and undos
+    (and runs going on right now, which `Reopened` tells apart by their lock)."""
+    folder = _directory(directory)
+    result = []
+    for run_id in run_ids(directory):
+        last = _last_line(folder / f"{run_id}{JOURNAL_SUFFIX}")
+        if last is None or last.get("type") not in ("end", "undo"):
+            result.append(run_id)
+    return result
+
+
+class Reopened(JournalWriter):
+    """A run's journal opened again to append to it, holding its lock: no other process runs or undoes that
+    run meanwhile. `Reopened.open` raises JournalError when the lock is held elsewhere (or, with
+    `busy_ok`, returns None)."""
+
+    @classmethod
+    def open(cls, log: RunLog, busy_ok: bool = False) -> Reopened | None:
+        writer = cls(log.path, log.run_id)
+        try:
+            writer._fd = os.open(log.path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise JournalError(f"{log.path}: cannot append ({exc.strerror or exc})") from exc
+        if not _lock(writer._fd):
+            writer.close()
+            if busy_ok:
+                return None
+            raise JournalError(f"{log.path}: run {log.run_id} is in use by another qualiclip process "
+                               "(still running, or being undone); try again when it has finished")
+        with suppress(OSError):
+            with open(log.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                last = f.read(1)
+            if last not in (b"", b"\n"):
+                os.write(writer._fd, b"\n")  # end a line torn by a killed run, so ours stays readable
+        return writer
+
+    def undo_started(self) -> None:
+        self.write({"type": "undo_start"})
+
+    def undo_finished(self, complete: bool, restored: int, problems: int) -> None:
+        self.write({"type": "undo", "complete": complete, "restored": restored, "problems": problems})
+
+
 def append_undo(log: RunLog, complete: bool, restored: int, problems: int) -> None:
     """Mark a run as undone (completely or partially) by appending an undo line."""
-    writer = JournalWriter(log.path, log.run_id)
-    try:
-        writer._fd = os.open(log.path, os.O_WRONLY | os.O_APPEND)
-    except OSError as exc:
-        raise JournalError(f"{log.path}: cannot append ({exc.strerror or exc})") from exc
+    writer = Reopened.open(log)
     with writer:
-        if log.path.read_bytes()[-1:] not in (b"", b"\n"):
-            os.write(writer._fd, b"\n")  # end a line torn by a killed run, so ours stays readable
-        writer.write({"type": "undo", "complete": complete, "restored": restored, "problems": problems})
+        writer.undo_finished(complete, restored, problems)

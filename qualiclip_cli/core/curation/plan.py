@@ -97,9 +97,10 @@ class Operation:
 class Plan:
     command: str
     operations: list[Operation] = field(default_factory=list)
-    roots: list[Path] = field(default_factory=list)
+    roots: list[Path] = field(default_factory=list)    # where the photos came from (journaled: undo's scope)
     on_collision: str = "number"
     skipped: list[Skip] = field(default_factory=list)  # photos left out, and why
+    folders: list[Path] = field(default_factory=list)  # where they go: quarantine, --to, --into (undo's scope)
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -227,7 +228,9 @@ def plan_cull(records: Iterable[ScoreRecord], criteria: CullCriteria, action: st
         reason = f"score {rec.score:.4f}"
         dest_dir = bin_dir / photo.parent.relative_to(root) if action in ("move", "copy") else None
         planner.add_group(action, photo, dest_dir, photo.stem, reason)
-    return plan
+        if dest_dir is not None and bin_dir not in plan.folders:
+            plan.folders.append(bin_dir)
+    return _cover_sources(plan)
 
 
 def plan_sort_into(records: Iterable[ScoreRecord], into_dir: str | os.PathLike,
@@ -243,7 +246,7 @@ def plan_sort_into(records: Iterable[ScoreRecord], into_dir: str | os.PathLike,
     bounds = validate_thresholds(thresholds)
     records = list(records)
     into = _abs(into_dir)
-    plan = Plan(command="sort", roots=[into], on_collision=on_collision)
+    plan = Plan(command="sort", on_collision=on_collision, folders=[into])
     planner = _Planner(plan, records, with_siblings)
     for rec in sorted(scored(records), key=lambda r: r.path):
         photo = _abs(rec.path)
@@ -256,7 +259,7 @@ def plan_sort_into(records: Iterable[ScoreRecord], into_dir: str | os.PathLike,
         reason = f"tier {tier}, score {rec.score:.4f}"
         planner.add_group(mode, photo, into / tier_folder(tier), photo.stem, reason)
     _skip_unscored(plan, records)
-    return plan
+    return _cover_sources(plan)
 
 
 def plan_rank_prefix(records: Iterable[ScoreRecord], with_siblings: bool = True,
@@ -276,7 +279,7 @@ def plan_rank_prefix(records: Iterable[ScoreRecord], with_siblings: bool = True,
         reason = f"rank {rank} of {len(order)}, score {rec.score:.4f}"
         planner.add_group("rename", photo, photo.parent, rank_prefix(rank, width) + photo.stem, reason)
     _skip_unscored(plan, records)
-    return plan
+    return _cover_sources(plan)
 
 
 def plan_tag(records: Iterable[ScoreRecord], weights_sha256: str, preprocessing: str,
@@ -306,6 +309,14 @@ def plan_tag(records: Iterable[ScoreRecord], weights_sha256: str, preprocessing:
         plan.operations.append(Operation("write_sidecar", photo, sidecar, f"rating {rating}, score {rec.score:.4f}",
                                          tags=tags))
     _skip_unscored(plan, records)
+    return _cover_sources(plan)
+
+
+def _cover_sources(plan: Plan) -> Plan:
+    """Add to the plan's roots the folder of every photo no root holds, so the roots cover every source."""
+    for op in plan.operations:
+        if not any(_inside(op.source, r) for r in plan.roots):
+            plan.roots.append(op.source.parent)
     return plan
 
 
