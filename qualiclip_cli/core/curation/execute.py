@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qualiclip_cli.core.curation import fileops, journal, trash, xmp
+from qualiclip_cli.core.curation import fileops, journal, trash, undo, xmp
 from qualiclip_cli.core.curation.plan import Operation, Plan
 from qualiclip_cli.core.errors import CurationError, JournalError, QualiclipError, error_text
 
@@ -56,8 +56,10 @@ def execute(plan: Plan, command: str | None = None, argv: Sequence[str] = (),
     """
     if not plan.changes_files:
         return RunResult(None, None, [OpOutcome(i, op, "listed") for i, op in enumerate(plan.operations)])
+    undo.clean_leftovers(journal_directory)  # temporaries of interrupted runs and undos, verified as ours
     writer = journal.JournalWriter.start(command or plan.command, argv, roots=plan.roots,
-                                         planned=len(plan.operations), cwd=cwd, directory=journal_directory)
+                                         planned=len(plan.operations), cwd=cwd, directory=journal_directory,
+                                         folders=plan.folders)
     result = RunResult(writer.run_id, writer.path)
     if on_start is not None:
         on_start(writer.run_id)
@@ -112,7 +114,7 @@ def _execute_one(writer: journal.JournalWriter, index: int, op: Operation, on_co
     if op.action not in ("move", "rename", "copy"):
         raise CurationError(f"unknown action {op.action!r}")
     destination = fileops.free_destination(op.destination, on_collision)
-    partial = fileops.partial_path(destination, f"{writer.run_id[-6:]}-{index}")
+    partial = fileops.partial_path(destination, journal.partial_token(writer.run_id, index))
     created = [str(d) for d in fileops.missing_dirs(destination.parent)]
     writer.op(index, journal.PHASE_INTENT, destination=str(destination), partial=str(partial),
               created_dirs=created, **base)
@@ -139,9 +141,10 @@ def _write_sidecar(writer: journal.JournalWriter, index: int, op: Operation, bas
             out.flush()
             os.fsync(out.fileno())
         fileops.fsync_dir(writer.backup_dir)
+    partial = fileops.partial_path(sidecar, journal.partial_token(writer.run_id, index))
     writer.op(index, journal.PHASE_INTENT, destination=str(sidecar), previous_sha256=previous_sha,
-              backup=_str(backup), new_sha256=hashlib.sha256(new).hexdigest(), **base)
-    fileops.write_file_atomic(sidecar, new, previous_sha)
+              backup=_str(backup), new_sha256=hashlib.sha256(new).hexdigest(), partial=str(partial), **base)
+    fileops.write_file_atomic(sidecar, new, previous_sha, partial=partial)
     writer.op(index, journal.PHASE_DONE, action=op.action, source=str(op.source), destination=str(sidecar))
     return sidecar
 

@@ -87,12 +87,20 @@ def parse_time(text: object) -> datetime | None:
     return when if when.tzinfo is not None else None
 
 
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): runs are not locked, and leftovers are not cleaned up
+    fcntl = None
+
+#: whether a live run can be told from an interrupted one (by its journal's lock)
+CAN_LOCK = fcntl is not None
+
+
 def _lock(fd: int) -> bool:
-    """Take the exclusive lock of a journal without waiting; False when another process holds it."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): every run counts as live, so nothing is cleaned up
-        return False
+    """Take the exclusive lock of a journal without waiting; False when another process holds it (always
+    True where there is no flock)."""
+    if fcntl is None:
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -109,13 +109,15 @@ def _read_trashinfo(info: Path) -> tuple[str | None, str | None]:
     return recorded, when
 
 
-def restore_from_trash(receipt: TrashReceipt, original: str | os.PathLike, sha256: str | None = None) -> None:
-    """Move a trashed file back to `original` (never overwriting) and drop its .trashinfo."""
+def restore_from_trash(receipt: TrashReceipt, original: str | os.PathLike, sha256: str | None = None,
+                       partial: str | os.PathLike | None = None) -> None:
+    """Move a trashed file back to `original` (never overwriting) and drop its .trashinfo. `partial` names the
+    temporary copy when the trash is on another filesystem (see fileops.move_file)."""
     if sha256 is not None and sha256_file(receipt.trashed) != sha256:
         raise CurationError(f"{receipt.trashed}: content differs from the trashed file; left in the trash")
     original = Path(original)
     fileops.make_dirs(original.parent)
-    fileops.move_file(receipt.trashed, original, on_collision="refuse", expected_sha256=sha256)
+    fileops.move_file(receipt.trashed, original, on_collision="refuse", partial=partial, expected_sha256=sha256)
     try:
         os.unlink(receipt.info)
     except FileNotFoundError:
