@@ -28,8 +28,11 @@ def undo(
     previous content back.
 
     Each file is found by its SHA-256, so a file changed since the run, or a place now taken by another file,
-    is never overwritten: it is left where it is and reported (exit 3). A partially undone run can be undone
-    again. One line per operation on stdout, the summary on stderr.
+    is never overwritten: it is left where it is and reported (exit 3). Symbolic links are never followed: an
+    original path that is now a link is reported and the photo stays where the run put it; a file is only
+    removed while another file holds the same bytes. A journal that does not match what qualiclip writes
+    (edited, forged, touching paths outside the run's folders) is refused before anything changes (exit 1).
+    A partially undone run can be undone again. One line per operation on stdout, the summary on stderr.
     """
     from qualiclip_cli.core.curation.undo import undo as undo_run
     from qualiclip_cli.core.curation.undo import undo_latest

@@ -134,7 +134,7 @@ class JournalWriter:
         """Create the run's journal file (locked while this run lasts) and write its header."""
         folder = _directory(directory)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: a journal steers undo
         except OSError as exc:
             raise JournalError(f"{folder}: cannot create the journal directory ({exc.strerror or exc})") from exc
         run_id = new_run_id()
