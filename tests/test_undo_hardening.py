@@ -162,6 +162,32 @@ def test_a_partial_name_the_program_did_not_make_is_refused(shoot, home, tmp_pat
     rewrite(run.journal_path, edit)
     _refused(run.run_id, tmp_path, "temporary name")
     assert victim.read_bytes() == b"the user's notes"
+    before = tree(tmp_path)
+    result = run_cli("undo")  # plain undo picks it (the latest run) and refuses it the same way
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and str(run.journal_path) in result.stderr and "refused" in result.stderr
+    assert tree(tmp_path) == before
+
+
+def test_a_trash_receipt_outside_a_trash_folder_is_refused(shoot, home, tmp_path):
+    root, _ = shoot
+    run = execute(cull(shoot))
+    moved = root / "_rejected/IMG_5.jpg"
+    victim = write(tmp_path / "shoot/a/notes.txt", b"the user's notes")
+
+    def edit(line):  # the move of IMG_5.jpg turned into a trash whose receipt names a user's file
+        if line.get("index") == 0 and line.get("type") == "op":
+            assert line["source"] == str(root / "IMG_5.jpg")
+            line.update(action="trash", destination=None)
+            line.pop("partial", None)
+            line.pop("created_dirs", None)
+            if line["phase"] == "done":
+                line.update(trash_file=str(moved), trash_info=str(victim))
+        return line
+
+    rewrite(run.journal_path, edit)
+    _refused(run.run_id, tmp_path, "trash receipt")
+    assert victim.read_bytes() == b"the user's notes"
 
 
 def test_a_move_onto_itself_is_refused(shoot, home, tmp_path):

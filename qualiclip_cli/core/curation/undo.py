@@ -147,8 +147,8 @@ def clean_leftovers(journal_directory: str | os.PathLike | None = None) -> int:
                 continue  # a live run or undo: its temporaries are in use
             with writer:
                 removed += run.clean()
-        except (QualiclipError, OSError):
-            continue
+        except (QualiclipError, OSError, KeyError, TypeError, ValueError):
+            continue  # never a reason to stop the run that is starting
     return removed
 
 
