@@ -31,6 +31,7 @@ process can tell a live run from an interrupted one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -103,8 +104,10 @@ def _lock(fd: int) -> bool:
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
+    except OSError as exc:
+        # Held by another process; any other failure (a filesystem without locks, ENOLCK) must not make
+        # every undo impossible, so it counts as taken.
+        return exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
     return True
 
 
