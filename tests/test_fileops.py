@@ -140,3 +140,47 @@ def test_make_dirs_reports_what_it_created(tmp_path):
     created = fileops.make_dirs(tmp_path / "a" / "b" / "c")
     assert created == [tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"]
     assert fileops.make_dirs(tmp_path / "a" / "b") == []
+
+
+def _unlink_fails_for(path, err=errno.EACCES):
+    real = os.unlink
+
+    def unlink(p, *a, **k):
+        if str(p) == str(path):
+            raise OSError(err, os.strerror(err), str(p))
+        return real(p, *a, **k)
+    return unlink
+
+
+def test_rename_whose_old_name_cannot_be_removed_leaves_no_second_name(tmp_path, photo, monkeypatch):
+    (tmp_path / "dst").mkdir()
+    monkeypatch.setattr(fileops.os, "unlink", _unlink_fails_for(photo))
+    with pytest.raises(CurationError, match="move failed .Permission denied"):
+        fileops.move_file(photo, tmp_path / "dst" / "IMG_1.jpg")
+    monkeypatch.undo()
+    assert photo.read_bytes() == b"photo-bytes" and os.stat(photo).st_nlink == 1
+    assert list((tmp_path / "dst").iterdir()) == []  # the new name it had linked is gone again
+
+
+def test_cross_filesystem_move_whose_original_cannot_be_removed_keeps_one_file(tmp_path, photo, monkeypatch):
+    monkeypatch.setattr(fileops, "same_filesystem", lambda a, b: False)
+    (tmp_path / "dst").mkdir()
+    monkeypatch.setattr(fileops.os, "unlink", _unlink_fails_for(photo))
+    with pytest.raises(CurationError, match="move failed .Permission denied.; left in place"):
+        fileops.move_file(photo, tmp_path / "dst" / "IMG_1.jpg")
+    monkeypatch.undo()
+    assert photo.read_bytes() == b"photo-bytes"
+    assert list((tmp_path / "dst").iterdir()) == []  # our verified copy removed: the file is where it was
+
+
+def test_a_symlinked_photo_is_never_moved_copied_or_trashed(tmp_path, photo):
+    link = tmp_path / "src" / "LINK_1.jpg"
+    link.symlink_to(photo)
+    (tmp_path / "dst").mkdir()
+    for act in (lambda: fileops.move_file(link, tmp_path / "dst" / "LINK_1.jpg"),
+                lambda: fileops.copy_file(link, tmp_path / "dst" / "LINK_1.jpg"),
+                lambda: trash.trash_file(link)):
+        with pytest.raises(CurationError, match="is a symbolic link; left in place"):
+            act()
+    assert link.is_symlink() and os.readlink(link) == str(photo) and photo.read_bytes() == b"photo-bytes"
+    assert list((tmp_path / "dst").iterdir()) == []

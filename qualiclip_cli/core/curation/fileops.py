@@ -142,7 +142,20 @@ def rename_no_clobber(old: str | os.PathLike, new: str | os.PathLike) -> None:
             raise
         _reserve_then_replace(old, new)
         return
-    os.unlink(old)
+    try:
+        os.unlink(old)
+    except OSError:
+        _drop_new_name(old, new)  # the move did not happen: the file keeps only its old name
+        raise
+
+
+def _drop_new_name(old: str | os.PathLike, new: str | os.PathLike) -> None:
+    """Remove `new` when it is a second name of the file `old` (the link a failed rename made), else nothing."""
+    try:
+        if os.path.samefile(old, new):
+            os.unlink(new)
+    except OSError:
+        pass
 
 
 def _reserve_then_replace(old: str | os.PathLike, new: str | os.PathLike) -> None:
@@ -210,6 +223,10 @@ def _copy_verified(source: Path, partial: Path, expected_sha256: str) -> None:
 
 
 def check_source(source: Path) -> None:
+    """A file we may move, copy or trash: a regular file, not a symbolic link (moving a link's content would
+    replace the link by a copy, or leave it dangling)."""
+    if source.is_symlink():
+        raise CurationError(f"{source}: is a symbolic link; left in place")
     if not source.is_file():
         raise CurationError(f"{source}: not found or not a regular file")
 
@@ -242,9 +259,13 @@ def move_file(source: str | os.PathLike, destination: str | os.PathLike, on_coll
     try:
         os.unlink(source)
     except OSError as exc:
-        raise CurationError(
-            f"{source}: copied and verified to {final} but the original could not be removed ({exc.strerror or exc})"
-        ) from exc
+        reason = exc.strerror or str(exc)
+        try:  # our verified copy goes again, so the file is in one place: where it was
+            remove_own_copy(final, expected, source)
+        except (CurationError, OSError):
+            raise CurationError(f"{source}: copied and verified to {final} but the original could not be removed "
+                                f"({reason}); both are kept") from exc
+        raise CurationError(f"{source}: move failed ({reason}); left in place") from exc
     fsync_dir(source.parent)
     return final
 
