@@ -201,6 +201,41 @@ def test_sidecar_and_raw_sibling_travel_with_their_photo_and_come_back(tmp_path,
     assert snapshot(root.parent, include_dirs=True) == before
 
 
+def test_a_unit_that_cannot_move_whole_stays_and_is_reported_once(tmp_path, tiny_weights_file, monkeypatch):
+    import errno
+
+    from qualiclip_cli.core.curation import fileops
+
+    root = _shoot(tmp_path / "work" / "shoot", names=("astronaut", "coffee"))
+    (root / "IMG_1.CR2").write_bytes(b"raw sensor data")
+    (root / "IMG_1.xmp").write_bytes(b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    _scores(root, tiny_weights_file)
+    before = snapshot(root.parent, include_dirs=True)
+    real = fileops.move_file
+
+    def disk_full_for_the_raw(src, *a, **k):
+        if os.path.basename(src) == "IMG_1.CR2":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(fileops, "move_file", disk_full_for_the_raw)
+        result = cli("cull", root, "--below", "1", "-a", "move", weights=tiny_weights_file)
+    assert result.exit_code == 3, result.stderr
+    assert sorted(os.listdir(root)) == ["IMG_1.CR2", "IMG_1.jpg", "IMG_1.xmp", "_rejected"]  # the unit stays whole
+    assert os.listdir(root / "_rejected") == ["IMG_2.jpg"]  # the batch went on
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warnings == [f"qualiclip: warning: move {root / 'IMG_1.CR2'} failed: {root / 'IMG_1.CR2'}: No space left "
+                        "on device; IMG_1.jpg with its 2 siblings left where it was"]
+    lines = {line.split()[1]: line for line in result.stdout.splitlines()}
+    assert lines[str(root / "IMG_1.jpg")].endswith("[rolled back: put back, since IMG_1.CR2 could not be moved]")
+    assert lines[str(root / "IMG_1.xmp")].endswith("[skipped: not attempted, since IMG_1.CR2 could not be moved]")
+    assert "moved 1 file, 1 failed, 1 put back, 1 not attempted" in result.stderr
+    undo = cli("undo")
+    assert undo.exit_code == 0, undo.stderr
+    assert snapshot(root.parent, include_dirs=True) == before
+
+
 def test_cull_to_a_chosen_quarantine_and_scoring_failures_exit_3(tmp_path, tiny_weights_file):
     root = _shoot(tmp_path / "work" / "shoot", names=("astronaut", "coffee"))
     (root / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")

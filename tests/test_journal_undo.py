@@ -1,6 +1,7 @@
 """Plan -> execute -> undo: dry runs touch nothing, undo restores trees byte-identical (paths, contents,
 mtimes), siblings travel and come back, collisions never overwrite, interrupted steps are recovered."""
 
+import errno
 import json
 import os
 import subprocess
@@ -395,3 +396,174 @@ def test_undo_leaves_a_file_edited_in_quarantine(shoot, home):
         (str(root / "b/IMG_4.png"), True)]
     assert (root / "_rejected/b/IMG_4.png").read_bytes() == b"retouched after the cull"
     assert not (root / "b/IMG_4.png").exists() and (root / "b/IMG_3.jpg").exists()
+
+
+# --------------------------------------------------------------------------- a photo and its siblings: one unit
+
+# The second member of two units: a/IMG_1.jpg's RAW (IMG_1.CR2 sorts first) and b/IMG_3.jpg's sidecar.
+SECOND_MEMBERS = ("a/IMG_1.CR2", "b/IMG_3.jpg.xmp")
+
+
+def _failing_on_second_members(real, root, err):
+    failing = {str(root / rel) for rel in SECOND_MEMBERS}
+
+    def primitive(src, *a, **k):
+        if str(src) in failing:
+            raise OSError(err, os.strerror(err))
+        return real(src, *a, **k)
+    return primitive
+
+
+def _assert_units_whole(plan, result):
+    """Every member of each unit is where it began, or all of them are at their destinations."""
+    outcome = {o.index: o for o in result.outcomes}
+    members: dict = {}
+    for i, op in enumerate(plan.operations):
+        members.setdefault(op.sibling_of or op.source, []).append(i)
+    for unit in members.values():
+        ops = [plan.operations[i] for i in unit]
+        statuses = [outcome[i].status for i in unit]
+        if statuses == ["done"] * len(unit):
+            assert all(outcome[i].destination.is_file() for i in unit), ops[0].source
+            assert all(op.source.is_file() == (op.action == "copy") for op in ops), ops[0].source
+        else:
+            assert all(op.source.is_file() for op in ops), ops[0].source
+            assert not any(op.destination is not None and op.destination.exists() for op in ops), ops[0].source
+            assert statuses.count("failed") == 1, statuses
+    return outcome
+
+
+PLANS = {
+    "cull move": lambda shoot, tmp: cull(shoot),
+    "cull copy": lambda shoot, tmp: cull(shoot, action="copy", quarantine_dir=tmp / "q"),
+    "sort move": lambda shoot, tmp: plan_sort_into(shoot[1], tmp / "sorted", mode="move"),
+    "sort copy": lambda shoot, tmp: plan_sort_into(shoot[1], tmp / "sorted", mode="copy"),
+    "rank prefix": lambda shoot, tmp: plan_rank_prefix(shoot[1]),
+}
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EACCES], ids=["ENOSPC", "EACCES"])
+@pytest.mark.parametrize("kind", list(PLANS))
+def test_a_unit_whose_member_cannot_move_is_put_back_whole(shoot, home, tmp_path, monkeypatch, kind, err):
+    root, _ = shoot
+    before = snapshot(root, include_dirs=True)
+    plan = PLANS[kind](shoot, tmp_path)
+    primitive = "copy_file" if plan.operations[0].action == "copy" else "move_file"
+    with monkeypatch.context() as m:
+        m.setattr(fileops, primitive, _failing_on_second_members(getattr(fileops, primitive), root, err))
+        result = execute(plan)
+    outcome = _assert_units_whole(plan, result)
+    by_source = {str(o.operation.source.relative_to(root)): o for o in outcome.values()}
+    for rel in SECOND_MEMBERS:  # one failure row per unit, naming the member and the reason
+        failed = by_source[rel]
+        assert failed.status == "failed"
+        assert failed.error.startswith(f"{root / rel}: {os.strerror(err)}"), failed.error
+        assert "left where it was" in failed.error
+    assert [o.status for o in result.failures] == ["failed", "failed"]
+    assert by_source["a/IMG_1.jpg"].status == by_source["b/IMG_3.jpg"].status == "rolled_back"
+    assert by_source["a/IMG_1.xmp"].status == by_source["a/IMG_1.CR2.xmp"].status == "skipped"
+    assert by_source["IMG_5.jpg"].status == "done"  # the batch went on
+    assert [o.status for o in result.outcomes].count("rolled_back") == 2
+
+    log = journal.read_run(result.run_id)  # the journal reads back, rollbacks recorded
+    photo_op = next(op for op in log.ops if op.intent["source"] == str(root / "a/IMG_1.jpg"))
+    assert photo_op.phase == "failed" and photo_op.outcome["rollback"] == "done"
+    report = undo(result.run_id)
+    assert report.complete, [i.message for i in report.problems]
+    assert snapshot(root, include_dirs=True) == before
+    assert not (tmp_path / "q").exists() and not (tmp_path / "sorted").exists()
+
+
+def test_a_unit_is_put_back_when_a_member_is_unreadable(shoot, home):
+    """A real EACCES: the RAW cannot be read (hashed) once its photo has moved."""
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    root, _ = shoot
+    raw = root / "a/IMG_1.CR2"
+    before = snapshot(root, include_dirs=True)
+    raw.chmod(0)
+    try:
+        result = execute(cull(shoot))
+    finally:
+        raw.chmod(0o644)
+    _assert_units_whole(cull(shoot), result)
+    assert (root / "a/IMG_1.jpg").is_file() and not (root / "_rejected/a/IMG_1.jpg").exists()
+    assert undo(result.run_id).complete
+    assert snapshot(root, include_dirs=True) == before
+
+
+@pytest.mark.parametrize("where", ["rollback_started", "rollback_after_link", "rollback_before_done",
+                                   "cross_fs_rollback_partial"])
+def test_killed_while_putting_a_unit_back_undo_restores_everything(shoot, home, monkeypatch, where):
+    root, _ = shoot
+    before = snapshot(root, include_dirs=True)
+    moved = str(root / "_rejected/a/IMG_1.jpg")  # the photo, moved before its RAW failed
+    with monkeypatch.context() as m:
+        if where == "cross_fs_rollback_partial":
+            m.setattr(fileops, "same_filesystem", lambda a, b: False)
+        m.setattr(fileops, "move_file", _failing_on_second_members(fileops.move_file, root, errno.ENOSPC))
+        if where == "rollback_started":  # the rollback is journaled, the file not yet touched
+            m.setattr(fileops, "move_file", _die_when(fileops.move_file, lambda src, *a: str(src) == moved))
+        elif where == "rollback_after_link":  # the source name linked again, the quarantine name not removed
+            m.setattr(fileops.os, "unlink", _die_when(os.unlink, lambda p, *a: str(p) == moved))
+        elif where == "rollback_before_done":  # back at its source, the "done" of the rollback not written
+            m.setattr(fileops, "move_file", _die_after(fileops.move_file, lambda src, *a: str(src) == moved))
+        else:  # back across filesystems: the verified partial copy written beside the source, not renamed
+            m.setattr(fileops, "_copy_verified", _die_after(fileops._copy_verified, lambda src, *a: str(src) == moved))
+        with pytest.raises(Crash):
+            execute(cull(shoot))
+    (run_id,) = journal.run_ids()
+    log = journal.read_run(run_id)
+    assert log.end is None
+    photo_op = next(op for op in log.ops if op.intent["source"] == str(root / "a/IMG_1.jpg"))
+    assert photo_op.outcome["rollback"] == "started"
+    report = undo(run_id)
+    assert report.complete, [i.message for i in report.problems]
+    assert snapshot(root, include_dirs=True) == before  # no second name, no partial copy left behind
+
+
+TRASH_FAILING_SCRIPT = TRASH_SCRIPT.replace("recs = ", """
+import errno, os
+from qualiclip_cli.core.curation import trash
+real_trash_file = trash.trash_file
+failing = set(json.loads(sys.argv[3]))
+
+def flaky(path, *a, **k):
+    if str(path) in failing:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_trash_file(path, *a, **k)
+
+trash.trash_file = flaky
+recs = """)
+
+
+def test_a_unit_that_cannot_go_to_the_trash_whole_comes_back_from_it(shoot, home, tmp_path, monkeypatch):
+    root, records = shoot
+    before = snapshot(root, include_dirs=True)
+    data_home, user_home = tmp_path / "xdg-data", tmp_path / "user-home"
+    user_home.mkdir()
+    env = dict(os.environ, XDG_DATA_HOME=str(data_home), HOME=str(user_home), QUALICLIP_HOME=str(home),
+               PYTHONPATH=str(REPO_ROOT))
+    args = json.dumps([(r.path, r.score) for r in records if r.ok])
+    failing = json.dumps([str(root / rel) for rel in SECOND_MEMBERS])
+    proc = subprocess.run([sys.executable, "-c", TRASH_FAILING_SCRIPT, args, str(root), failing], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    run_id = proc.stdout.strip()
+    for rel in ("a/IMG_1.jpg", "a/IMG_1.CR2", "a/IMG_1.xmp", "b/IMG_3.jpg", "b/IMG_3.jpg.xmp"):
+        assert (root / rel).is_file(), rel  # the failed units stay whole, in the shoot
+    assert not (root / "IMG_5.jpg").exists() and not (root / "b/IMG_4.png").exists()  # the others went
+    trash = data_home / "Trash"
+    assert sorted(p.name for p in (trash / "files").iterdir()) == ["IMG_4.png", "IMG_5.jpg"]
+    assert sorted(p.name for p in (trash / "info").iterdir()) == ["IMG_4.png.trashinfo", "IMG_5.jpg.trashinfo"]
+    log = journal.read_run(run_id)
+    rolled = [op for op in log.ops if op.outcome.get("rollback")]
+    assert [(os.path.basename(op.intent["source"]), op.outcome["rollback"]) for op in rolled] == [
+        ("IMG_1.jpg", "done"), ("IMG_3.jpg", "done")]
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(data_home))
+    monkeypatch.setenv("HOME", str(user_home))
+    report = undo(run_id)
+    assert report.complete, report.problems
+    assert snapshot(root, include_dirs=True) == before
+    assert list((trash / "files").iterdir()) == []

@@ -8,8 +8,9 @@ undo go to stderr.
 Text line:  `move  a/IMG_1.jpg -> a/_rejected/IMG_1.jpg  (score 0.2130)`, with `  [failed: reason]` appended
 for a failed operation. Paths are shown relative to the current directory when they are inside it.
 jsonl/json rows: action, source, destination (absolute paths), status ("planned" in a dry run, "done",
-"failed", "skipped" or "listed"), error, score (of the photo; a sibling carries its photo's score), reason,
-sibling_of.
+"failed", "rolled_back" (put back because another member of its unit failed), "skipped" or "listed"), error,
+score (of the photo; a sibling carries its photo's score), reason, sibling_of. A failed unit (a photo and its
+siblings) gets one warning on stderr, naming the member that failed and why.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ class Row:
         if self.destination is not None:
             text += f" -> {display_path(self.destination)}"
         text += f"  ({self.reason})"
-        if self.status in ("failed", "skipped") and self.error:
-            text += f"  [{self.status}: {self.error}]"
+        if self.status in ("failed", "rolled_back", "skipped") and self.error:
+            text += f"  [{self.status.replace('_', ' ')}: {self.error}]"
         return text
 
 
@@ -188,8 +189,8 @@ def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[
     _print_rows(rows, skipped, fmt)
 
     console = stderr()
-    for row in rows:
-        if row.status in ("failed", "skipped"):
+    for row in rows:  # one warning per failed unit: its put-back and not-attempted members are in its line
+        if row.status == "failed":
             what = "would fail" if dry_run else row.status
             console.print(f"qualiclip: warning: {row.action} {display_path(row.source)} {what}: {row.error}",
                           highlight=False, markup=False)
@@ -205,7 +206,7 @@ def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[
                       highlight=False, markup=False)
 
     scoring_failed = any(not r.ok for r in records)
-    op_failed = any(r.status in ("failed", "skipped") for r in rows)
+    op_failed = any(r.status in ("failed", "rolled_back", "skipped") for r in rows)
     skip_problem = any(r.skip.kind.problem for r in skipped)
     return EXIT_PARTIAL if (scoring_failed or op_failed or skip_problem) else EXIT_OK
 
@@ -236,9 +237,12 @@ def _summary(command: str, rows: list[Row], skipped: list[Row], dry_run: bool) -
                 n = sum(1 for r in mine if r.status == "done")
                 parts.append(f"{past} {n} {noun}{'' if n == 1 else 's'}")
         failed = sum(1 for r in rows if r.status == "failed")
+        rolled_back = sum(1 for r in rows if r.status == "rolled_back")
         not_attempted = sum(1 for r in rows if r.status == "skipped")
         if failed:
             parts.append(f"{failed} {'would fail' if dry_run else 'failed'}")
+        if rolled_back:
+            parts.append(f"{rolled_back} put back")
         if not_attempted:
             parts.append(f"{not_attempted} not attempted")
     if skipped:

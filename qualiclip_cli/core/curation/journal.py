@@ -70,6 +70,10 @@ def partial_token(run_id: str, index: int) -> str:
     return f"{run_id[-6:]}-{index}"
 
 
+#: added to an operation's token for the temporary copy made while putting a failed unit's member back
+ROLLBACK_TOKEN = "-back"
+
+
 def run_id_time(run_id: str) -> datetime | None:
     """The UTC time a run id was made from, or None when it is not a run id."""
     if not RUN_ID_RE.match(run_id or ""):

@@ -275,6 +275,10 @@ def _op_problem(log: journal.RunLog, scope: Scope, op: journal.OpEntry) -> str |
     partial = intent.get("partial")
     if partial is not None and partial != str(fileops.partial_path(destination, journal.partial_token(log.run_id, op.index))):
         return "its temporary name is not one qualiclip makes for this run"
+    rollback_partial = op.outcome.get("rollback_partial") if op.outcome is not None else None
+    expected = fileops.partial_path(source, journal.partial_token(log.run_id, op.index) + journal.ROLLBACK_TOKEN)
+    if rollback_partial is not None and rollback_partial != str(expected):
+        return "its rollback's temporary name is not one qualiclip makes for this run"
     for folder in intent.get("created_dirs") or []:
         path = _normal_path(folder)
         if path is None or not (path == destination.parent or path in destination.parent.parents):
@@ -369,6 +373,9 @@ class _Run:
             holders = [source, destination]
             if op.phase == journal.PHASE_INTENT and intent.get("partial"):
                 removed += self.drop_leftover(Path(intent["partial"]), intent["sha256"], holders)
+            rollback_partial = op.outcome.get("rollback_partial") if op.outcome is not None else None
+            if rollback_partial and op.outcome.get("rollback") == "started":  # killed while putting it back
+                removed += self.drop_leftover(Path(rollback_partial), intent["sha256"], holders)
             removed += self.drop_leftover(self.undo_partial(op, source), intent["sha256"], holders)
         return removed
 
@@ -392,10 +399,11 @@ def _what(st: os.stat_result) -> str:
 
 
 def _drop_partial(run: _Run, op: journal.OpEntry) -> None:
-    partial = op.intent.get("partial")
-    if partial:
-        holders = [Path(op.intent["source"]), Path(op.intent["destination"])]
-        run.drop_leftover(Path(partial), op.intent.get("sha256"), holders)
+    """Remove our temporary copies of an operation: the step's, and its rollback's (if a unit was put back)."""
+    holders = [Path(op.intent["source"]), Path(op.intent["destination"])]
+    for partial in (op.intent.get("partial"), op.outcome.get("rollback_partial") if op.outcome else None):
+        if partial:
+            run.drop_leftover(Path(partial), op.intent.get("sha256"), holders)
 
 
 def _undo_move(run: _Run, op: journal.OpEntry) -> tuple[str, str]:
