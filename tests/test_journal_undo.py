@@ -567,3 +567,18 @@ def test_a_unit_that_cannot_go_to_the_trash_whole_comes_back_from_it(shoot, home
     assert report.complete, report.problems
     assert snapshot(root, include_dirs=True) == before
     assert list((trash / "files").iterdir()) == []
+
+
+def test_a_name_taken_after_planning_numbers_the_whole_unit(shoot, home):
+    root, _ = shoot
+    before = snapshot(root)
+    plan = cull(shoot)
+    write(root / "_rejected/a/IMG_1.jpg", b"appeared")
+    result = execute(plan)
+    dests = {o.operation.source.name: o.destination.name for o in result.outcomes if o.operation.source.parent.name == "a"}
+    assert dests == {"IMG_1.jpg": "IMG_1 (1).jpg", "IMG_1.CR2": "IMG_1 (1).CR2", "IMG_1.CR2.xmp": "IMG_1 (1).CR2.xmp",
+                     "IMG_1.xmp": "IMG_1 (1).xmp"}
+    assert (root / "_rejected/a/IMG_1.jpg").read_bytes() == b"appeared"
+    assert undo(result.run_id).complete
+    (root / "_rejected/a/IMG_1.jpg").unlink()
+    assert snapshot(root) == before
