@@ -246,3 +246,17 @@ def test_many_files_quickly(tmp_path):
     assert len(found) == 5000 and all(f.ok for f in found)
     assert found[0].path == tmp_path / "d00" / "IMG_0000.JPG"
     assert found[-1].path == tmp_path / "d19" / "IMG_0249.JPG"
+
+
+@needs_symlinks
+def test_dotdot_is_read_as_the_kernel_does_and_the_spelling_kept_when_equivalent(tmp_path, monkeypatch):
+    _touch(tmp_path, "dd/elsewhere/inner/i.jpg", "dd/elsewhere/e.jpg", "dd/shoot/s.jpg")
+    (tmp_path / "dd/shoot/link").symlink_to(tmp_path / "dd/elsewhere/inner", target_is_directory=True)
+    monkeypatch.chdir(tmp_path / "dd/shoot")
+    # after a symlinked folder, ".." leaves the link's target: the kernel's folder, spelled absolute
+    got = [f.path for f in find_images(["link/..", "link/../e.jpg"])]
+    assert got == [tmp_path / "dd/elsewhere/e.jpg", tmp_path / "dd/elsewhere/inner/i.jpg"]
+    assert all(p.is_absolute() and ".." not in p.parts for p in got)
+    # where the lexical reading is the kernel's, the argument is kept as written
+    assert [f.path for f in find_images(["../shoot", "../../dd/elsewhere/e.jpg"])] == [
+        Path("../shoot/s.jpg"), Path("../../dd/elsewhere/e.jpg")]

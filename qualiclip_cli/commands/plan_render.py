@@ -29,6 +29,7 @@ from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL
 from qualiclip_cli.commands.formats import write_rows
 from qualiclip_cli.core.curation.fileops import OnCollision as OnCollisionChoice
 from qualiclip_cli.core.curation.plan import Skip, SkipKind
+from qualiclip_cli.core.paths import kernel_path
 
 #: text: one line per operation, for people; jsonl and json: one object per operation, for programs.
 PlanFormatChoice = Literal["text", "jsonl", "json"]
@@ -126,7 +127,7 @@ def invocation(command: str, paths: Sequence[Path]) -> list[str]:
 
 
 def _scores(records: Iterable) -> dict[Path, float]:
-    return {Path(os.path.abspath(r.path)): r.score for r in records if r.ok and r.score is not None}
+    return {kernel_path(r.path): r.score for r in records if r.ok and r.score is not None}
 
 
 def _rows_of_plan(plan, scores: Mapping[Path, float], predicted: Mapping[int, str]) -> list[Row]:

@@ -3,6 +3,8 @@
 - cache_dir(): weights and the results cache. QUALICLIP_HOME, else $XDG_CACHE_HOME/qualiclip, else ~/.cache/qualiclip.
 - state_dir(): the journal of file operations (must survive a cache purge). QUALICLIP_HOME/state, else
   $XDG_STATE_HOME/qualiclip, else ~/.local/state/qualiclip.
+
+And how a user's path is read: `kernel_path` (".." as the kernel takes it, never collapsed lexically).
 """
 
 from __future__ import annotations
@@ -38,3 +40,26 @@ def journal_dir() -> Path:
 
 def results_cache_path() -> Path:
     return cache_dir() / "results.sqlite3"
+
+
+def kernel_path(path: str | os.PathLike) -> Path:
+    """`path` made absolute as the kernel reads it. A ".." steps out of the folder the component before it
+    really is: after a symbolic link, out of the link's target, not back to the folder holding the link, as
+    os.path.abspath's lexical collapsing would have it. So the part up to the last ".." is resolved
+    (os.path.realpath) and the rest kept as written; a path without ".." is only made absolute. The last
+    component is never resolved unless it is "..": a link to a file stays that link."""
+    parts = Path(path).parts
+    if ".." not in parts:
+        return Path(os.path.abspath(path))
+    last = len(parts) - 1 - parts[::-1].index("..")
+    return Path(os.path.realpath(Path(*parts[: last + 1])), *parts[last + 1:])
+
+
+def lexical_reading_agrees(path: str | os.PathLike) -> bool:
+    """Whether os.path.abspath's lexical reading of `path` names the same place as the kernel's."""
+    parts = Path(path).parts
+    if ".." not in parts:
+        return True
+    last = len(parts) - 1 - parts[::-1].index("..")
+    prefix = Path(*parts[: last + 1])
+    return os.path.realpath(os.path.abspath(prefix)) == os.path.realpath(prefix)

@@ -6,6 +6,10 @@ an unreadable directory, a symlink loop). Problems never stop the walk.
 
 Rules:
 
+* Arguments are read as the kernel reads them: a ``..`` after a symbolic link steps out of the link's
+  target (``shoot/link/..`` is the folder above the target, not ``shoot``). An argument whose lexical
+  reading (os.path.abspath) names the same place is kept as written; any other is replaced by its kernel
+  reading, an absolute path, so every path handed out names the file that is opened and acted on.
 * Arguments are handled in the order given. A file argument is always yielded, whatever its extension
   (the decoder reports it if it is not an image) and even if its name starts with a dot. A directory
   argument is walked: recursively by default, only its own files with ``recursive=False``.
@@ -41,6 +45,8 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from qualiclip_cli.core.paths import kernel_path, lexical_reading_agrees
 
 __all__ = ["IMAGE_EXTENSIONS", "Found", "find_images", "is_image_name"]
 
@@ -84,6 +90,17 @@ def _os_reason(exc: OSError) -> str:
     return " ".join(text.split()).lower()
 
 
+def _as_the_kernel_reads(arg: str | os.PathLike[str]) -> Path:
+    """The argument as written when that names what the kernel opens, else its kernel reading (absolute):
+    `shoot/link/..` is the folder above the link's target, not `shoot`."""
+    try:
+        if lexical_reading_agrees(arg):
+            return Path(arg)
+        return kernel_path(arg)
+    except (OSError, ValueError):  # unreadable or invalid: reported by the stat that follows
+        return Path(arg)
+
+
 def _unreadable(directory: Path, exc: OSError) -> Found:
     return Found(directory, f"cannot read directory: {_os_reason(exc)}")
 
@@ -120,7 +137,7 @@ class _Walker:
 
     # -- arguments -----------------------------------------------------------------------------------
     def argument(self, arg: str | os.PathLike[str]) -> Iterator[Found]:
-        path = Path(arg)
+        path = _as_the_kernel_reads(arg)
         try:
             st = os.stat(path)
         except OSError as exc:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from qualiclip_cli.core.images.discovery import find_images
 from qualiclip_cli.core.model.weights import ProgressCallback, resolve_weights
+from qualiclip_cli.core.paths import kernel_path
 from qualiclip_cli.core.pipeline.options import ScoreOptions
 from qualiclip_cli.core.pipeline.scorer import Scorer, open_cache
 from qualiclip_cli.core.records import ScoreRecord
@@ -66,8 +67,8 @@ def score_paths(
         follow_symlinks=walk.follow_symlinks,
     ))
     if skip_under:
-        skip = [Path(os.path.abspath(d)) for d in skip_under]
-        found = [f for f in found if not any(Path(os.path.abspath(f.path)).is_relative_to(d) for d in skip)]
+        skip = [kernel_path(d) for d in skip_under]
+        found = [f for f in found if not any(kernel_path(f.path).is_relative_to(d) for d in skip)]
     # The weights hash runs while the Scorer loads the file; the Scorer waits for it before scoring anything.
     resolved = resolve_weights(weights, offline, progress=on_download_progress, hash_in_background=True,
                                on_download_start=on_download_start)
