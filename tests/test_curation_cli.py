@@ -236,6 +236,42 @@ def test_a_unit_that_cannot_move_whole_stays_and_is_reported_once(tmp_path, tiny
     assert snapshot(root.parent, include_dirs=True) == before
 
 
+def test_a_symlinked_quarantine_refuses_the_whole_cull_before_anything_moves(tmp_path, tiny_weights_file):
+    root = _shoot(tmp_path / "work" / "shoot", names=("astronaut", "coffee"))
+    elsewhere = tmp_path / "other-disk"
+    elsewhere.mkdir()
+    (root / "_rejected").symlink_to(elsewhere, target_is_directory=True)
+    before = snapshot(tmp_path, include_dirs=True)
+    result = cli("cull", root, "--below", "1", "-a", "move", weights=tiny_weights_file)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"qualiclip: error: {root / '_rejected'}: is a symbolic link (to {elsewhere}); refusing to put files where it "
+        "leads; to send the rejects there, name that folder as the quarantine folder"]
+    assert result.stdout == "" and snapshot(tmp_path, include_dirs=True) == before
+    followed = cli("cull", root, "--below", "1", "-a", "move", "--to", root / "_rejected", weights=tiny_weights_file)
+    assert followed.exit_code == 0, followed.stderr
+    assert sorted(os.listdir(elsewhere)) == ["IMG_1.jpg", "IMG_2.jpg"]
+
+
+def test_cull_through_dotdot_after_a_symlink_and_a_followed_symlinked_photo(tmp_path, tiny_weights_file):
+    dd = tmp_path / "dd"
+    elsewhere = _shoot(dd / "elsewhere", names=("astronaut",))
+    (elsewhere / "inner").mkdir()
+    lexical = _shoot(dd / "shoot", names=("coffee",))  # also an IMG_1.jpg, but not the one the kernel opens
+    (lexical / "link").symlink_to(elsewhere / "inner", target_is_directory=True)
+    (elsewhere / "LINKED.jpg").symlink_to(lexical / "IMG_1.jpg")
+    before = snapshot(lexical, include_dirs=True)
+    result = cli("cull", lexical / "link" / "..", "--below", "1", "-a", "move", "--follow", weights=tiny_weights_file)
+    assert result.exit_code == 3, result.stderr  # the symlinked photo was left out
+    assert result.stdout.split()[:4] == ["move", str(elsewhere / "IMG_1.jpg"), "->",
+                                         str(elsewhere / "_rejected" / "IMG_1.jpg")]
+    assert os.listdir(elsewhere / "_rejected") == ["IMG_1.jpg"]
+    assert f"{elsewhere / 'LINKED.jpg'} left out: is a symbolic link; left in place" in result.stderr
+    assert (elsewhere / "LINKED.jpg").is_symlink() and snapshot(lexical, include_dirs=True) == before
+    assert cli("undo").exit_code == 0
+    assert sorted(os.listdir(elsewhere)) == ["IMG_1.jpg", "LINKED.jpg", "inner"]
+
+
 def test_cull_to_a_chosen_quarantine_and_scoring_failures_exit_3(tmp_path, tiny_weights_file):
     root = _shoot(tmp_path / "work" / "shoot", names=("astronaut", "coffee"))
     (root / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")

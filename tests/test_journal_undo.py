@@ -11,7 +11,7 @@ import pytest
 
 from qualiclip_cli.core.curation import fileops, journal
 from qualiclip_cli.core.curation.execute import execute
-from qualiclip_cli.core.curation.plan import plan_cull, plan_rank_prefix, plan_sort_into, plan_tag
+from qualiclip_cli.core.curation.plan import SkipKind, plan_cull, plan_rank_prefix, plan_sort_into, plan_tag
 from qualiclip_cli.core.curation.selection import CullCriteria
 from qualiclip_cli.core.curation.undo import undo
 from qualiclip_cli.core.errors import CurationError, JournalError
@@ -582,3 +582,92 @@ def test_a_name_taken_after_planning_numbers_the_whole_unit(shoot, home):
     assert undo(result.run_id).complete
     (root / "_rejected/a/IMG_1.jpg").unlink()
     assert snapshot(root) == before
+
+
+# --------------------------------------------------------------------------------------- paths and symlinks
+
+
+def test_a_symlinked_quarantine_is_refused_unless_named(shoot, home, tmp_path):
+    root, records = shoot
+    elsewhere = tmp_path / "other-disk"
+    elsewhere.mkdir()
+    (root / "_rejected").symlink_to(elsewhere, target_is_directory=True)
+    before = snapshot(root, include_dirs=True)
+    for action in ("move", "copy"):
+        with pytest.raises(CurationError, match=r"_rejected: is a symbolic link .*refusing"):
+            cull(shoot, action=action)
+    from qualiclip_cli.core.curation.plan import refuse_linked_quarantine
+
+    with pytest.raises(CurationError, match="_rejected: is a symbolic link"):
+        refuse_linked_quarantine([root])
+    assert snapshot(root, include_dirs=True) == before and list(elsewhere.iterdir()) == []
+    # named explicitly as the quarantine folder, the link is followed
+    run = execute(cull(shoot, quarantine_dir=root / "_rejected"))
+    assert not run.failures and (elsewhere / "a/IMG_1.jpg").is_file() and (elsewhere / "a/IMG_1.CR2").is_file()
+    assert undo(run.run_id).complete and snapshot(root, include_dirs=True) == before
+
+
+def test_a_symlinked_folder_below_the_destination_is_refused(shoot, home, tmp_path):
+    root, records = shoot
+    elsewhere = tmp_path / "other-disk"
+    elsewhere.mkdir()
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "b").symlink_to(elsewhere, target_is_directory=True)  # where b/ photos would go
+    with pytest.raises(CurationError, match=r"q/b: is a symbolic link"):
+        cull(shoot, quarantine_dir=tmp_path / "q")
+    (tmp_path / "sorted").mkdir()
+    (tmp_path / "sorted" / "1-poor").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(CurationError, match=r"sorted/1-poor: is a symbolic link"):
+        plan_sort_into(records, tmp_path / "sorted")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_dotdot_after_a_symlinked_folder_acts_on_the_files_that_were_found(tmp_path, home):
+    """`dd/shoot/link/..` is the folder above the link's target for the kernel, not dd/shoot: the walk, the
+    plan and the moves all agree on that."""
+    from qualiclip_cli.core.images.discovery import find_images
+
+    dd = tmp_path / "dd"
+    write(dd / "elsewhere/inner/keep.txt", b"")
+    write(dd / "elsewhere/IMG_9.jpg", b"the photo that is scored")
+    write(dd / "elsewhere/IMG_9.xmp", b"its sidecar")
+    write(dd / "shoot/IMG_9.jpg", b"a different photo, same name")
+    (dd / "shoot/link").symlink_to(dd / "elsewhere/inner", target_is_directory=True)
+    arg = dd / "shoot/link/.."
+    found = [f.path for f in find_images([arg])]
+    assert found == [dd / "elsewhere/IMG_9.jpg"]
+    plan = plan_cull([record(p, 0.1) for p in found], CullCriteria(below=0.5), roots=[arg])
+    assert [(op.source, op.destination) for op in plan] == [
+        (dd / "elsewhere/IMG_9.jpg", dd / "elsewhere/_rejected/IMG_9.jpg"),
+        (dd / "elsewhere/IMG_9.xmp", dd / "elsewhere/_rejected/IMG_9.xmp")]
+    run = execute(plan)
+    assert not run.failures
+    assert (dd / "elsewhere/_rejected/IMG_9.jpg").read_bytes() == b"the photo that is scored"
+    assert (dd / "shoot/IMG_9.jpg").read_bytes() == b"a different photo, same name"
+    assert not (dd / "shoot/_rejected").exists()
+    # records spelled with the ".." themselves (a library caller) are read the same way
+    spelled = plan_cull([record(arg / "_rejected/IMG_9.jpg", 0.1)], CullCriteria(below=0.5), roots=[arg],
+                        quarantine_dir=arg / "q")
+    assert [(op.source, op.destination) for op in spelled][0] == (
+        dd / "elsewhere/_rejected/IMG_9.jpg", dd / "elsewhere/q/_rejected/IMG_9.jpg")
+
+
+@pytest.mark.parametrize("kind", ["cull move", "cull copy", "sort copy", "rank prefix"])
+def test_a_symlinked_photo_is_left_in_place_and_reported(shoot, home, tmp_path, kind):
+    root, records = shoot
+    link = root / "b/LINK_6.jpg"
+    link.symlink_to(root / "a/IMG_2.jpg")
+    write(root / "b/LINK_6.xmp", b"the link's sidecar")
+    records = [*records, record(link, 0.01)]
+    plan = PLANS[kind]((root, records), tmp_path)
+    (skip,) = [s for s in plan.skipped if s.photo == link]
+    assert skip.kind is SkipKind.SYMLINK and skip.kind.problem and skip.reason == "is a symbolic link; left in place"
+    assert not any(op.source.name.startswith("LINK_6") for op in plan)
+    before = snapshot(root, include_dirs=True)
+    run = execute(plan)
+    assert not run.failures
+    assert link.is_symlink() and os.readlink(link) == str(root / "a/IMG_2.jpg")
+    assert (root / "b/LINK_6.xmp").read_bytes() == b"the link's sidecar"
+    assert undo(run.run_id).complete
+    assert snapshot(root, include_dirs=True) == before
+    assert os.readlink(link) == str(root / "a/IMG_2.jpg")

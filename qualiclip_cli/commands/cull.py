@@ -29,7 +29,7 @@ def cull(
     to: Annotated[
         Optional[Path],
         typer.Option("--to", help="Quarantine folder for move/copy (default: _rejected/ inside each PATH, keeping "
-                                  "sub-folders)."),
+                                  "sub-folders; a _rejected that is a symbolic link is refused, --to follows one)."),
     ] = None,
     with_siblings: pr.WithSiblings = True,
     on_collision: pr.OnCollision = "number",
@@ -56,13 +56,14 @@ def cull(
     """Act on the low scorers: list them, move or copy them into a quarantine folder, or send them to the trash.
 
     Give --below, --keep-top or --bottom-percent (--below combines with either: a photo is culled only if all
-    given criteria select it). Sidecars and RAW+JPEG siblings go with their photo. Nothing is ever deleted or
-    overwritten; every change is journaled: `qualiclip undo` puts it back. Folders named _rejected (the
-    quarantine) are not walked, so a second cull scores nothing again. The plan/report goes to stdout, the
+    given criteria select it). Sidecars and RAW+JPEG siblings go with their photo, all of them or none.
+    Photos that are symbolic links are left in place. Nothing is ever deleted or overwritten; every change is
+    journaled: `qualiclip undo` puts it back. Folders named _rejected (the quarantine) are not walked, so a
+    second cull scores nothing again. The plan/report goes to stdout, the
     summary and the run id to stderr. Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
     """
     from qualiclip_cli.commands.scoring import run_scoring, summarise
-    from qualiclip_cli.core.curation.plan import QUARANTINE_DIRNAME, plan_cull
+    from qualiclip_cli.core.curation.plan import QUARANTINE_DIRNAME, plan_cull, refuse_linked_quarantine
     from qualiclip_cli.core.curation.selection import CullCriteria
     from qualiclip_cli.core.errors import UsageError
 
@@ -72,6 +73,8 @@ def cull(
     if to is not None and action not in ("move", "copy"):
         raise UsageError("--to only applies to --action move or copy")
 
+    if action in ("move", "copy") and to is None:
+        refuse_linked_quarantine(paths)  # before scoring: a symlinked _rejected would send rejects elsewhere
     choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
     scoring = run_scoring(choices, skip_under=[to] if to is not None else [])
     summarise(scoring.records, scoring.elapsed)

@@ -58,8 +58,9 @@ def sort(
 
     Without --into or --rank-prefix nothing changes: the ranked list goes to stdout (rank, score, path; or
     jsonl/json with --format). --into DIR copies (default) or moves photos into tier folders; --rank-prefix
-    renames them in place. Sidecars and RAW siblings follow their photo; nothing is overwritten; every change
-    is journaled (`qualiclip undo`). Folders named _rejected (cull's quarantine) and the --into folder are not
+    renames them in place. Sidecars and RAW siblings follow their photo (all of them or none); photos that are
+    symbolic links are left in place, a tier folder that is one is refused; nothing is overwritten; every
+    change is journaled (`qualiclip undo`). Folders named _rejected (cull's quarantine) and the --into folder are not
     walked. Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
     """
     from qualiclip_cli.commands.scoring import run_scoring, summarise

@@ -20,6 +20,12 @@ Quarantine layout for `plan_cull` (action move or copy): by default each photo g
 are renames, and the rejects stay next to the shoot they came from). With `quarantine_dir`, photos go to
 `<quarantine_dir>/<path relative to their root>` (photos from several roots share that tree; clashes are
 numbered). Photos already inside the quarantine folder are left out.
+
+Paths: every path is read as the kernel reads it (`paths.kernel_path`: a ".." after a symbolic link leaves the
+link's target), so a plan acts on the files that were scored. A photo that is a symbolic link is left out
+(`SkipKind.SYMLINK`) of every plan that changes files. A destination folder that exists as a symbolic link
+below the folder the user named (the root for `_rejected`, the quarantine folder, the --into folder) refuses
+the whole plan (CurationError) before anything moves: only a folder the user named is followed.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ from qualiclip_cli.core.curation.selection import (
     validate_thresholds,
 )
 from qualiclip_cli.core.curation.siblings import DirectoryIndex, find_siblings, renamed_sibling
-from qualiclip_cli.core.errors import UsageError
+from qualiclip_cli.core.errors import CurationError, UsageError
+from qualiclip_cli.core.paths import kernel_path
 from qualiclip_cli.core.records import ScoreRecord
 
 QUARANTINE_DIRNAME = "_rejected"
@@ -64,10 +71,11 @@ class SkipKind(Enum):
     NOT_SCORED = "not scored"
     IN_QUARANTINE = "in the quarantine"
     IN_TARGET = "in the target folder"
+    SYMLINK = "symbolic link"
 
     @property
     def problem(self) -> bool:
-        return self in (SkipKind.NOT_FOUND, SkipKind.DESTINATION_EXISTS, SkipKind.SIDECAR_TAKEN)
+        return self in (SkipKind.NOT_FOUND, SkipKind.DESTINATION_EXISTS, SkipKind.SIDECAR_TAKEN, SkipKind.SYMLINK)
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,21 @@ class Plan:
 
 
 def _abs(path: str | os.PathLike) -> Path:
-    return Path(os.path.abspath(path))
+    return kernel_path(path)  # ".." read as the kernel does, so we act on the file that was scored
+
+
+def refuse_linked_folders(base: str | os.PathLike, folder: str | os.PathLike, hint: str) -> None:
+    """Raise CurationError when a folder between `base` (excluded: the user named it, or it holds the photos)
+    and `folder` exists as a symbolic link: files put there would land wherever it leads, maybe another disk."""
+    base, folder = _abs(base), _abs(folder)
+    probe = base
+    for part in folder.relative_to(base).parts:
+        probe = probe / part
+        if probe.is_symlink():
+            raise CurationError(f"{probe}: is a symbolic link (to {os.readlink(probe)}); refusing to put files "
+                                f"where it leads; {hint}")
+        if not probe.is_dir():
+            return  # missing (created as a real folder when needed) or not a folder (reported when used)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -130,8 +152,11 @@ def _inside(path: Path, folder: Path) -> bool:
 class _Planner:
     """Builds a plan, keeping track of which destinations are taken and which files are already handled."""
 
-    def __init__(self, plan: Plan, records: Iterable[ScoreRecord], with_siblings: bool):
+    def __init__(self, plan: Plan, records: Iterable[ScoreRecord], with_siblings: bool,
+                 base: Path | None = None, hint: str = ""):
         fileops.validate_on_collision(plan.on_collision)
+        self.base, self.hint = base, hint  # destinations are checked for symbolic links below `base`
+        self.checked: set[Path] = set()
         self.plan = plan
         self.with_siblings = with_siblings
         self.record_paths = {_abs(r.path) for r in records}
@@ -145,8 +170,11 @@ class _Planner:
         return [s for s in find_siblings(photo, self.directories)
                 if s not in self.record_paths and s not in self.claimed]
 
-    def available(self, photo: Path) -> bool:
+    def available(self, photo: Path, action: str) -> bool:
         if photo in self.claimed:
+            return False
+        if action != "list" and photo.is_symlink():  # never replaced by a copy nor left dangling
+            self.plan.skipped.append(Skip(photo, SkipKind.SYMLINK, "is a symbolic link; left in place"))
             return False
         if not photo.is_file():
             self.plan.skipped.append(Skip(photo, SkipKind.NOT_FOUND, "not found"))
@@ -157,6 +185,9 @@ class _Planner:
         """Plan the photo and its siblings: all into dest_dir with the stem `new_stem` (numbered together on a
         clash), or, for trash and list (dest_dir None), without destinations."""
         siblings = self.siblings(photo) if action != "list" else []
+        if dest_dir is not None and self.base is not None and dest_dir not in self.checked:
+            refuse_linked_folders(self.base, dest_dir, self.hint)
+            self.checked.add(dest_dir)
         if dest_dir is None:
             targets: list[Path | None] = [None] * (1 + len(siblings))
         else:
@@ -216,6 +247,7 @@ def plan_cull(records: Iterable[ScoreRecord], criteria: CullCriteria, action: st
     plan = Plan(command="cull", roots=root_list, on_collision=on_collision)
     planner = _Planner(plan, records, with_siblings)
     quarantine = _abs(quarantine_dir) if quarantine_dir is not None else None
+    selected = []
     for rec in select_for_cull(records, criteria):
         photo = _abs(rec.path)
         root = _root_of(photo, root_list)
@@ -223,7 +255,16 @@ def plan_cull(records: Iterable[ScoreRecord], criteria: CullCriteria, action: st
         if _inside(photo, bin_dir):
             plan.skipped.append(Skip(photo, SkipKind.IN_QUARANTINE, "already in the quarantine folder"))
             continue
-        if not planner.available(photo):
+        selected.append((rec, photo, root, bin_dir))
+    if action in ("move", "copy"):  # the whole cull is refused before anything moves
+        for _, photo, root, bin_dir in selected:
+            base, hint = (quarantine, LINKED_FOLDER_HINT) if quarantine is not None else (root, LINKED_QUARANTINE_HINT)
+            dest_dir = bin_dir / photo.parent.relative_to(root)
+            if dest_dir not in planner.checked:
+                refuse_linked_folders(base, dest_dir, hint)
+                planner.checked.add(dest_dir)
+    for rec, photo, root, bin_dir in selected:
+        if not planner.available(photo, action):
             continue
         reason = f"score {rec.score:.4f}"
         dest_dir = bin_dir / photo.parent.relative_to(root) if action in ("move", "copy") else None
@@ -231,6 +272,17 @@ def plan_cull(records: Iterable[ScoreRecord], criteria: CullCriteria, action: st
         if dest_dir is not None and bin_dir not in plan.folders:
             plan.folders.append(bin_dir)
     return _cover_sources(plan)
+
+
+LINKED_QUARANTINE_HINT = "to send the rejects there, name that folder as the quarantine folder"
+LINKED_FOLDER_HINT = "remove the link or choose another folder"
+
+
+def refuse_linked_quarantine(roots: Iterable[str | os.PathLike]) -> None:
+    """Before a cull into the default quarantine: refuse when a root's `_rejected` is a symbolic link
+    (CurationError), so that nothing is scored in vain. `plan_cull` checks every destination folder again."""
+    for root in _normal_roots(roots):
+        refuse_linked_folders(root, root / QUARANTINE_DIRNAME, LINKED_QUARANTINE_HINT)
 
 
 def plan_sort_into(records: Iterable[ScoreRecord], into_dir: str | os.PathLike,
@@ -247,13 +299,13 @@ def plan_sort_into(records: Iterable[ScoreRecord], into_dir: str | os.PathLike,
     records = list(records)
     into = _abs(into_dir)
     plan = Plan(command="sort", on_collision=on_collision, folders=[into])
-    planner = _Planner(plan, records, with_siblings)
+    planner = _Planner(plan, records, with_siblings, base=into, hint=LINKED_FOLDER_HINT)
     for rec in sorted(scored(records), key=lambda r: r.path):
         photo = _abs(rec.path)
         if _inside(photo, into):
             plan.skipped.append(Skip(photo, SkipKind.IN_TARGET, "already inside the target folder"))
             continue
-        if not planner.available(photo):
+        if not planner.available(photo, mode):
             continue
         tier = assign_tier(rec.score, bounds)
         reason = f"tier {tier}, score {rec.score:.4f}"
@@ -274,7 +326,7 @@ def plan_rank_prefix(records: Iterable[ScoreRecord], with_siblings: bool = True,
     planner = _Planner(plan, records, with_siblings)
     for rank, rec in order:
         photo = _abs(rec.path)
-        if not planner.available(photo):
+        if not planner.available(photo, "rename"):
             continue
         reason = f"rank {rank} of {len(order)}, score {rec.score:.4f}"
         planner.add_group("rename", photo, photo.parent, rank_prefix(rank, width) + photo.stem, reason)
