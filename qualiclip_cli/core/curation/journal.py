@@ -15,7 +15,10 @@ Lines (every line has "type", "run_id" and "time", an ISO-8601 local time with o
     "intent"  written and fsynced BEFORE the step; may carry `partial` (temporary copy name), and for
               write_sidecar `previous_sha256`, `backup` (copy of the old sidecar) and `new_sha256`;
     "done"    after the step: the final `destination`, `created_dirs`, and for trash `trash_file`/`trash_info`;
-    "failed"  the step did not happen or was rolled back: `error` (one line);
+    "failed"  the step did not happen or was rolled back: `error` (one line). A done member of a unit (a photo
+              and its siblings) whose other member failed is put back: a "failed" line with `rollback`
+              "started" (and `rollback_partial`, the temporary name of a cross-disk move back) before it,
+              then one with `rollback` "done" or "failed"; history counts such members as failed;
     "skipped" the step was not attempted: `error` says why (e.g. its photo was not moved).
   An op with only an "intent" line was interrupted mid-step; `undo` resolves it by content hash.
 - end: counts of done/failed/skipped, written when the run finishes normally.
