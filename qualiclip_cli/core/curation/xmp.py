@@ -13,12 +13,19 @@ prefixes), attribute-form and element-form properties, the x:xmpmeta wrapper, co
 removed wherever they were (either form) and written in attribute form on the first rdf:Description.
 A sidecar that is not well-formed XMP is never rewritten: CurationError.
 
+Hardening (a sidecar is whatever file sits next to a photo, so it is read as untrusted input):
+
+- Sidecars are parsed with defusedxml: a DOCTYPE (hence any entity declaration, internal or external) is
+  refused by the parser itself, after decoding, so the refusal holds in every encoding the parser reads
+  (UTF-8, UTF-16 either byte order, with or without a byte-order mark). UTF-32 is refused as unsupported.
+- A merged sidecar keeps its encoding: UTF-16 stays UTF-16 in the same byte order, with its byte-order mark if
+  it had one; a UTF-8 byte-order mark is kept; anything else is written as UTF-8 (declared so).
+
 This module only computes bytes; writing them (atomically, journaled) is curation's job.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import threading
@@ -27,6 +34,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser
 
 from qualiclip_cli.core.curation.selection import DEFAULT_TIER_THRESHOLDS, assign_tier
 from qualiclip_cli.core.curation.siblings import DirectoryIndex
@@ -116,17 +126,60 @@ def sidecar_path(photo: str | os.PathLike, naming: str = "adobe", index: Directo
     return wanted
 
 
+@dataclass(frozen=True)
+class _Encoding:
+    codec: str
+    bom: bytes
+    declared: str
+
+
+_UTF8 = _Encoding("utf-8", b"", "UTF-8")
+_UTF32_STARTS = (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00", b"\x00\x00\x00<", b"<\x00\x00\x00")
+
+
+def _encoding_of(data: bytes, where: str) -> _Encoding:
+    """The encoding a sidecar is written back in: the one it came in, told by its first bytes (XML 1.0,
+    appendix F). UTF-32 is refused: the parser does not read it."""
+    if data.startswith(_UTF32_STARTS):
+        raise CurationError(f"{where}: a UTF-32 sidecar, which is not supported; left untouched")
+    if data.startswith(b"\xef\xbb\xbf"):
+        return _Encoding("utf-8", b"\xef\xbb\xbf", "UTF-8")
+    if data.startswith(b"\xff\xfe"):
+        return _Encoding("utf-16-le", b"\xff\xfe", "UTF-16")
+    if data.startswith(b"\xfe\xff"):
+        return _Encoding("utf-16-be", b"\xfe\xff", "UTF-16")
+    if data.startswith(b"<\x00") and len(data) > 2 and data[2] != 0:
+        return _Encoding("utf-16-le", b"", "UTF-16LE")
+    if data.startswith(b"\x00<"):
+        return _Encoding("utf-16-be", b"", "UTF-16BE")
+    return _UTF8
+
+
+class _TreeBuilder(ET.TreeBuilder):
+    """Keeps comments and processing instructions, and records the namespace declarations as they come."""
+
+    def __init__(self) -> None:
+        super().__init__(insert_comments=True, insert_pis=True)
+        self.namespaces: list[tuple[str, str]] = []
+
+    def start_ns(self, prefix: str, uri: str) -> None:
+        self.namespaces.append((prefix, uri))
+
+
 def _parse(data: bytes, where: str) -> tuple[ET.Element, list[tuple[str, str]]]:
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise CurationError(f"{where}: not a valid XMP sidecar (contains a DTD); left untouched")
+    """Parse with a parser that refuses any DOCTYPE, entity declaration or external reference while parsing,
+    in whatever encoding the document is: nothing is ever expanded or fetched."""
+    builder = _TreeBuilder()
+    parser = DefusedXMLParser(target=builder, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     try:
-        namespaces = [item for _, item in ET.iterparse(io.BytesIO(data), events=("start-ns",))]
-        parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True))
         parser.feed(data)
         root = parser.close()
+    except DefusedXmlException:
+        raise CurationError(f"{where}: contains a DTD (a DOCTYPE, with entities or external references), "
+                            "which XMP does not use and is refused for safety; left untouched") from None
     except ET.ParseError as exc:
         raise CurationError(f"{where}: not valid XML ({exc}); left untouched") from None
-    return root, namespaces
+    return root, builder.namespaces
 
 
 def _rdf_of(root: ET.Element, where: str) -> ET.Element:
@@ -163,7 +216,9 @@ def _our_properties(tags: SidecarTags) -> list[tuple[str, str]]:
 def merge_sidecar(existing: bytes | None, tags: SidecarTags, where: str = "sidecar") -> bytes:
     """The new sidecar content: `existing` (None: no sidecar yet) with our properties set and everything
     else kept. `where` names the file in error messages. Raises CurationError for a malformed sidecar."""
-    root, namespaces = _parse(existing if existing is not None else _EMPTY_SIDECAR, where)
+    data = existing if existing is not None else _EMPTY_SIDECAR
+    encoding = _encoding_of(data, where)
+    root, namespaces = _parse(data, where)
     rdf = _rdf_of(root, where)
     descriptions = rdf.findall(_DESCRIPTION)
     for desc in descriptions:
@@ -190,7 +245,8 @@ def merge_sidecar(existing: bytes | None, tags: SidecarTags, where: str = "sidec
         if not any(uri == XMP_NS for _, uri in namespaces):
             _register_if_free("xmp", XMP_NS, namespaces)
         body = ET.tostring(root, encoding="unicode")
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n").encode("utf-8")
+    text = f'<?xml version="1.0" encoding="{encoding.declared}"?>\n' + body + "\n"
+    return encoding.bom + text.encode(encoding.codec)
 
 
 def _register_defaults() -> None:
@@ -208,6 +264,7 @@ def _register_if_free(prefix: str, uri: str, namespaces: list[tuple[str, str]]) 
 
 def read_tags(data: bytes, where: str = "sidecar") -> dict[str, str]:
     """Our properties as found in a sidecar (either form), keyed "Rating", "Label", "qualiclip:<name>"."""
+    _encoding_of(data, where)
     root, _ = _parse(data, where)
     found: dict[str, str] = {}
     q = f"{{{QUALICLIP_NS}}}"
