@@ -6,17 +6,18 @@ option, and `tag` leaves the quarantine alone. Each refusal is one error row for
 import json
 import os
 import signal
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from qualiclip_cli.core.curation import xmp
+from qualiclip_cli.core.curation import fileops, xmp
 from qualiclip_cli.core.curation.execute import execute, predict_failures
 from qualiclip_cli.core.curation.plan import plan_tag
 from qualiclip_cli.core.errors import CurationError
 
-from cli_support import natural_image
+from cli_support import natural_image, run_process
 from curation_support import record, sha, snapshot, write
 
 WEIGHTS = "0123456789abcdef" * 4
@@ -186,6 +187,101 @@ def test_a_batch_with_crafted_sidecars_goes_on_and_nothing_grows(tmp_path):
 # ------------------------------------------------------------------------------ links, FIFOs and the size cap
 
 
+def test_symlinked_sidecars_are_refused_wherever_they_point(tmp_path):
+    """A link to /dev/zero, to a sidecar outside the folder and to one inside it: all refused, none read or
+    written through, the links left as they were; the ordinary sidecar beside them is merged."""
+    root = tmp_path / "shoot"
+    records = photos(root, 4)
+    outside = write(tmp_path / "elsewhere" / "shared.xmp", LEGIT.encode())
+    inside = write(root / "real.xmp", LEGIT.encode())
+    os.symlink("/dev/zero", root / "IMG_1.xmp")
+    os.symlink(outside, root / "IMG_2.xmp")
+    os.symlink("real.xmp", root / "IMG_3.xmp")
+    write(root / "IMG_4.xmp", LEGIT.encode())
+
+    plan = plan_tag(records, WEIGHTS, "p")
+    with bounded():
+        predicted = predict_failures(plan)
+        result = execute(plan, command="tag")
+    by_name = outcomes(result)
+    for i in (1, 2, 3):
+        outcome = by_name[f"IMG_{i}.jpg"]
+        assert outcome.status == "failed"
+        assert outcome.error == f"{root / f'IMG_{i}.xmp'}: a symbolic link (not followed), not a regular file; left untouched"
+    assert sorted(predicted.values()) == sorted(o.error for o in result.failures)
+    assert os.readlink(root / "IMG_1.xmp") == "/dev/zero"
+    assert os.readlink(root / "IMG_2.xmp") == str(outside) and outside.read_bytes() == LEGIT.encode()
+    assert os.readlink(root / "IMG_3.xmp") == "real.xmp" and inside.read_bytes() == LEGIT.encode()
+    assert by_name["IMG_4.jpg"].status == "done"
+    assert xmp.read_tags((root / "IMG_4.xmp").read_bytes())["Rating"]
+
+
+def test_a_case_variant_link_is_refused_not_shadowed(tmp_path):
+    root = tmp_path / "shoot"
+    records = photos(root, 1)
+    os.symlink("/dev/zero", root / "IMG_1.XMP")
+    plan = plan_tag(records, WEIGHTS, "p")
+    assert [op.destination.name for op in plan] == ["IMG_1.XMP"]
+    with bounded():
+        result = execute(plan, command="tag")
+    assert result.outcomes[0].status == "failed" and "symbolic link" in result.outcomes[0].error
+    assert sorted(p.name for p in root.iterdir()) == ["IMG_1.XMP", "IMG_1.jpg"]  # no second sidecar beside it
+
+
+def test_fifo_sidecar_is_refused_without_being_opened(tmp_path):
+    root = tmp_path / "shoot"
+    records = photos(root, 2)
+    os.mkfifo(root / "IMG_1.xmp")
+    plan = plan_tag(records, WEIGHTS, "p")
+    with bounded():
+        with pytest.raises(CurationError, match="a FIFO, not a regular file; left untouched"):
+            xmp.read_sidecar(root / "IMG_1.xmp")
+        predicted = predict_failures(plan)
+        result = execute(plan, command="tag")
+    assert list(predicted.values()) == [f"{root / 'IMG_1.xmp'}: a FIFO, not a regular file; left untouched"]
+    assert [o.status for o in result.outcomes] == ["failed", "done"]
+    assert stat.S_ISFIFO(os.lstat(root / "IMG_1.xmp").st_mode)
+
+
+def test_a_sidecar_replaced_by_a_link_or_fifo_before_the_write_is_left_alone(tmp_path):
+    target = write(tmp_path / "target.xmp", b"old")
+    link = tmp_path / "IMG_1.xmp"
+    os.symlink(target, link)
+    with pytest.raises(CurationError, match="symbolic link"):
+        fileops.write_file_atomic(link, b"new", sha(b"old"))
+    assert os.readlink(link) == str(target) and target.read_bytes() == b"old"
+    fifo = tmp_path / "IMG_2.xmp"
+    os.mkfifo(fifo)
+    with bounded():
+        with pytest.raises(CurationError, match="FIFO"):
+            fileops.write_file_atomic(fifo, b"new", sha(b"old"))
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["IMG_1.xmp", "IMG_2.xmp", "target.xmp"]  # no temp left
+
+
+def test_oversized_sidecar_is_an_error_row_and_a_large_one_still_merges(tmp_path):
+    root = tmp_path / "shoot"
+    records = photos(root, 3)
+    head, tail = LEGIT.rsplit("</x:xmpmeta>", 1)
+    padded = lambda size: (head + "<!--" + "p" * (size - len(LEGIT.encode()) - 7) + "-->" + "</x:xmpmeta>"  # noqa: E731
+                           + tail).encode()
+    write(root / "IMG_1.xmp", padded(xmp.SIDECAR_SIZE_LIMIT + 1))
+    write(root / "IMG_2.xmp", padded(xmp.SIDECAR_SIZE_LIMIT // 4))
+    assert (root / "IMG_1.xmp").stat().st_size == xmp.SIDECAR_SIZE_LIMIT + 1
+    big = (root / "IMG_1.xmp").read_bytes()
+
+    plan = plan_tag(records, WEIGHTS, "p")
+    predicted = predict_failures(plan)
+    result = execute(plan, command="tag")
+    by_name = outcomes(result)
+    message = f"{root / 'IMG_1.xmp'}: larger than 4 MiB, the most accepted here; left untouched"
+    assert by_name["IMG_1.jpg"].status == "failed" and by_name["IMG_1.jpg"].error == message
+    assert list(predicted.values()) == [message]
+    assert (root / "IMG_1.xmp").read_bytes() == big
+    assert by_name["IMG_2.jpg"].status == "done" and by_name["IMG_3.jpg"].status == "done"
+    assert xmp.read_tags((root / "IMG_2.xmp").read_bytes())["Rating"]
+
+
 # ---------------------------------------------------------------------------------------------- permissions
 
 
@@ -204,6 +300,22 @@ def _rows(text):
     return {os.path.basename(r["source"]): r for r in (json.loads(line) for line in text.splitlines() if line)}
 
 
+def test_tag_over_a_fifo_and_a_dev_zero_link_finishes_and_reports_them(tmp_path, tiny_weights_file):
+    """A real process, with a timeout: before the fix `tag --dry-run` blocked for ever on the FIFO."""
+    root = _shoot(tmp_path / "shoot", 3)
+    os.mkfifo(root / "IMG_1.xmp")
+    os.symlink("/dev/zero", root / "IMG_2.xmp")
+    for dry in (True, False):
+        args = ["tag", root, "--weights", tiny_weights_file, "--format", "jsonl"] + (["--dry-run"] if dry else [])
+        done = run_process(*args, timeout=60)  # raises TimeoutExpired (the test fails) instead of hanging
+        assert done.returncode == 3, done.stderr
+        rows = _rows(done.stdout)
+        assert rows["IMG_1.jpg"]["status"] == "failed" and "a FIFO" in rows["IMG_1.jpg"]["error"]
+        assert rows["IMG_2.jpg"]["status"] == "failed" and "symbolic link" in rows["IMG_2.jpg"]["error"]
+        assert rows["IMG_3.jpg"]["status"] == ("planned" if dry else "done")
+        assert f"{root / 'IMG_1.xmp'}: a FIFO" in done.stderr and "Traceback" not in done.stderr
+    assert stat.S_ISFIFO(os.lstat(root / "IMG_1.xmp").st_mode) and os.readlink(root / "IMG_2.xmp") == "/dev/zero"
+    assert xmp.read_tags((root / "IMG_3.xmp").read_bytes())["Rating"]
 
 
 

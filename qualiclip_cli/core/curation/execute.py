@@ -252,11 +252,12 @@ def _roll_back(writer: journal.JournalWriter, step: _Step, cause: Operation) -> 
 
 def _write_sidecar(writer: journal.JournalWriter, index: int, op: Operation, base: dict) -> Path:
     sidecar = op.destination
-    previous = sidecar.read_bytes() if sidecar.exists() else None
-    new = xmp.merge_sidecar(previous, op.tags, where=str(sidecar))  # malformed: raises, file untouched
+    found = xmp.read_sidecar(sidecar)  # a link, FIFO, device or oversized file: raises, nothing opened or changed
+    previous = found.data if found is not None else None
+    new = xmp.merge_sidecar(previous, op.tags, where=str(sidecar))  # malformed or a DTD: raises, file untouched
     previous_sha = hashlib.sha256(previous).hexdigest() if previous is not None else None
     backup = None
-    if previous is not None:
+    if found is not None:
         backup = writer.backup_dir / f"{index:06d}-{sidecar.name}"
         writer.backup_dir.mkdir(parents=True, exist_ok=True)
         with open(backup, "xb") as out:
@@ -274,16 +275,17 @@ def _write_sidecar(writer: journal.JournalWriter, index: int, op: Operation, bas
 
 def predict_failures(plan: Plan) -> dict[int, str]:
     """For a dry run: the operations a real run would fail, found without changing anything, as index → the
-    error text the real run would report. Today: sidecars that cannot be merged (malformed, unreadable)."""
+    error text the real run would report. Today: sidecars that cannot be read or merged (malformed, a DTD, a
+    link, a FIFO, too large, unreadable)."""
     failures = {}
     for index, op in enumerate(plan.operations):
         if op.action != "write_sidecar":
             continue
         sidecar = Path(op.destination)
-        if not sidecar.exists():
-            continue
         try:
-            xmp.merge_sidecar(sidecar.read_bytes(), op.tags, where=str(sidecar))
+            found = xmp.read_sidecar(sidecar)  # refuses links, FIFOs (never opened) and oversized files
+            if found is not None:
+                xmp.merge_sidecar(found.data, op.tags, where=str(sidecar))
         except (CurationError, OSError) as exc:
             failures[index] = error_text(exc)  # worded as the real run would report it
     return failures

@@ -306,15 +306,101 @@ def remove_own_copy(path: str | os.PathLike, sha256: str, original: str | os.Pat
     fsync_dir(path.parent)
 
 
+# Opening flags for reading a file we were not given by the user as a photo (a sidecar): never follow a symlink,
+# never block (a FIFO opened for reading waits for a writer otherwise), binary on Windows.
+_READ_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+               | getattr(os, "O_BINARY", 0))
+_KINDS = ((stat.S_ISLNK, "a symbolic link (not followed)"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(path: Path, mode: int) -> CurationError:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return CurationError(f"{path}: {kind}, not a regular file; left untouched")
+
+
+@contextmanager
+def open_regular(path: str | os.PathLike):
+    """Open an existing regular file for reading, as (binary file, its fstat), without following a symlink and
+    without blocking: whatever is at `path` is looked at with lstat first, opened with O_NOFOLLOW|O_NONBLOCK (a
+    FIFO or a device is never opened), and checked again on the open descriptor (it may have been swapped).
+
+    FileNotFoundError when nothing is there; CurationError (one line, naming the file and why) for a symbolic
+    link (even one to a regular file), a FIFO, a device, a directory or a file that cannot be read."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise CurationError(f"{path}: cannot read ({exc.strerror or exc}); left untouched") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a link that replaced the file meanwhile
+            raise _not_regular(path, stat.S_IFLNK) from None
+        raise CurationError(f"{path}: cannot read ({exc.strerror or exc}); left untouched") from exc
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+        yield handle, st
+
+
+def _size_text(n: int) -> str:
+    return f"{n // (1 << 20)} MiB" if n % (1 << 20) == 0 else f"{n} bytes"
+
+
+def read_regular_file(path: str | os.PathLike, limit: int) -> tuple[bytes, os.stat_result]:
+    """The content and fstat of the regular file at `path` (see `open_regular`: no link followed, nothing that
+    could block opened), refused with CurationError when it is larger than `limit` bytes (checked on the size
+    and again while reading, so a file growing meanwhile is not read without bound). FileNotFoundError when
+    nothing is there."""
+    path = Path(path)
+    with open_regular(path) as (handle, st):
+        too_big = CurationError(f"{path}: larger than {_size_text(limit)}, the most accepted here; left untouched")
+        if st.st_size > limit:
+            raise too_big
+        data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise too_big
+    return data, st
+
+
+def _sha256_of_regular(path: Path) -> str | None:
+    """SHA-256 of the regular file at `path`, None when nothing is there; CurationError for anything else."""
+    digest = hashlib.sha256()
+    try:
+        with open_regular(path) as (handle, _):
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
+
+
+def _set_mode(fd: int, path: Path, mode: int) -> None:
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, mode)
+    else:  # Windows
+        os.chmod(path, mode)
+
+
 def write_file_atomic(path: str | os.PathLike, data: bytes, expected_sha256: str | None,
-                      partial: str | os.PathLike | None = None) -> None:
+                      partial: str | os.PathLike | None = None, mode: int | None = None) -> None:
     """Give `path` the content `data` atomically (temp file in the same directory, fsync, rename).
 
     `expected_sha256` is the content we read before deciding to write (None: the file did not exist). If the
-    file changed in the meantime (or appeared), raise CurationError and leave it alone. Used for sidecars,
-    which are ours to update; never used on a photo. The temporary file is `partial` when given (a name the
-    caller journaled, so an interrupted write can be cleaned up), else a fresh `partial_path(path)`; it is
-    created with O_EXCL, never over an existing file.
+    file changed in the meantime (or appeared), or is no longer a regular file (a symlink, a FIFO), raise
+    CurationError and leave it alone: a link is replaced by nothing and never written through. `mode`: the
+    permission bits the new file gets (default: those of the file it replaces, or 0666 less the umask for a
+    new one). Used for sidecars, which are ours to update; never used on a photo. The temporary file is
+    `partial` when given (a name the caller journaled, so an interrupted write can be cleaned up), else a fresh
+    `partial_path(path)`; it is created with O_EXCL, never over an existing file.
     """
     path = Path(path)
     tmp = Path(partial) if partial is not None else partial_path(path)
@@ -329,16 +415,20 @@ def write_file_atomic(path: str | os.PathLike, data: bytes, expected_sha256: str
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+            if expected_sha256 is None:
+                _set_mode(out.fileno(), tmp, (0o666 & ~_umask()) if mode is None else mode)
+            else:
+                if _sha256_of_regular(path) != expected_sha256:
+                    raise CurationError(f"{path}: changed while it was being updated; left alone")
+                if mode is None:
+                    mode = stat.S_IMODE(os.lstat(path).st_mode)
+                _set_mode(out.fileno(), tmp, mode)
         if expected_sha256 is None:
-            os.chmod(tmp, 0o666 & ~_umask())
             try:
                 rename_no_clobber(tmp, path)
             except FileExistsError:
                 raise CurationError(f"{path}: appeared while it was being written; left alone") from None
         else:
-            if not path.is_file() or sha256_file(path) != expected_sha256:
-                raise CurationError(f"{path}: changed while it was being updated; left alone")
-            shutil.copymode(path, tmp)
             os.replace(tmp, path)
         fsync_dir(path.parent)
 

@@ -15,6 +15,9 @@ A sidecar that is not well-formed XMP is never rewritten: CurationError.
 
 Hardening (a sidecar is whatever file sits next to a photo, so it is read as untrusted input):
 
+- `read_sidecar` opens only regular files, without following a symbolic link (in the folder or out of it: a
+  link is refused, never read, written through or replaced) and without blocking (a FIFO or device is
+  refused, not opened), and only up to SIDECAR_SIZE_LIMIT bytes.
 - Sidecars are parsed with defusedxml: a DOCTYPE (hence any entity declaration, internal or external) is
   refused by the parser itself, after decoding, so the refusal holds in every encoding the parser reads
   (UTF-8, UTF-16 either byte order, with or without a byte-order mark). UTF-32 is refused as unsupported.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -38,6 +42,7 @@ from typing import Literal, get_args
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
+from qualiclip_cli.core.curation import fileops
 from qualiclip_cli.core.curation.selection import DEFAULT_TIER_THRESHOLDS, assign_tier
 from qualiclip_cli.core.curation.siblings import DirectoryIndex
 from qualiclip_cli.core.errors import CurationError, UsageError
@@ -50,6 +55,9 @@ RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 X_NS = "adobe:ns:meta/"
 
 REJECT_RATING = -1
+#: The largest sidecar read (real ones are a few KiB, a large darktable history some hundred KiB); larger files
+#: are refused, never read whole.
+SIDECAR_SIZE_LIMIT = 4 << 20
 #: adobe: IMG_1.xmp (Lightroom, digiKam); append: IMG_1.jpg.xmp (darktable).
 SidecarNaming = Literal["adobe", "append"]
 SIDECAR_NAMINGS: tuple[str, ...] = get_args(SidecarNaming)
@@ -106,24 +114,45 @@ def sidecar_path(photo: str | os.PathLike, naming: str = "adobe", index: Directo
     """The sidecar of a photo: "adobe" gives IMG_1.xmp, "append" gives IMG_1.jpg.xmp.
 
     If a sidecar of that name exists with different letter case (IMG_1.XMP), that existing file is returned,
-    so it is updated rather than shadowed by a second sidecar. `index` (shared across photos) saves listing
-    the photo's folder again for each of them.
+    so it is updated rather than shadowed by a second sidecar; so is one that is not a regular file (a link, a
+    FIFO), which `read_sidecar` then refuses. Nothing is opened here (stat only). `index` (shared across
+    photos) saves listing the photo's folder again for each of them.
     """
     if naming not in SIDECAR_NAMINGS:
         raise UsageError(f"sidecar naming must be one of {', '.join(SIDECAR_NAMINGS)}, got {naming!r}")
     photo = Path(photo)
     stem = photo.stem if naming == "adobe" else photo.name
     wanted = photo.with_name(stem + ".xmp")
-    if wanted.exists():
+    if os.path.lexists(wanted):
         return wanted
     try:
         for entry in (index or DirectoryIndex()).candidates(photo.parent, stem):
             name = entry.name
-            if name.startswith(stem) and name[len(stem):].lower() == ".xmp" and entry.is_file():
+            if (name.startswith(stem) and name[len(stem):].lower() == ".xmp"
+                    and not entry.is_dir(follow_symlinks=False)):
                 return photo.with_name(name)
     except OSError:
         pass
     return wanted
+
+
+@dataclass(frozen=True)
+class SidecarFile:
+    """An existing sidecar as read: its bytes and its permission bits (kept on the rewritten file and backup)."""
+
+    data: bytes
+    mode: int
+
+
+def read_sidecar(path: str | os.PathLike) -> SidecarFile | None:
+    """The sidecar at `path`, None when there is none. Raises CurationError (naming the file and why; the file
+    is left untouched) for a symbolic link, a FIFO, a device or anything else not a regular file (none of them
+    is opened, so nothing blocks), and for a file larger than SIDECAR_SIZE_LIMIT."""
+    try:
+        data, st = fileops.read_regular_file(path, SIDECAR_SIZE_LIMIT)
+    except FileNotFoundError:
+        return None
+    return SidecarFile(data, stat.S_IMODE(st.st_mode))
 
 
 @dataclass(frozen=True)
