@@ -15,6 +15,7 @@ import pytest
 from qualiclip_cli.core.curation import fileops, xmp
 from qualiclip_cli.core.curation.execute import execute, predict_failures
 from qualiclip_cli.core.curation.plan import plan_tag
+from qualiclip_cli.core.curation.undo import undo
 from qualiclip_cli.core.errors import CurationError
 
 from cli_support import natural_image, run_process
@@ -283,6 +284,26 @@ def test_oversized_sidecar_is_an_error_row_and_a_large_one_still_merges(tmp_path
 
 
 # ---------------------------------------------------------------------------------------------- permissions
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o664])
+def test_rewritten_sidecar_and_its_backup_keep_the_permission_bits(tmp_path, mode):
+    root = tmp_path / "shoot"
+    records = photos(root, 1)
+    sidecar = write(root / "IMG_1.xmp", LEGIT.encode())
+    os.chmod(sidecar, mode)
+    old_umask = os.umask(0o022)
+    try:
+        result = execute(plan_tag(records, WEIGHTS, "p"), command="tag")
+    finally:
+        os.umask(old_umask)
+    assert result.outcomes[0].status == "done"
+    backups = list(result.journal_path.with_name(result.run_id + ".backup").iterdir())
+    assert [b.read_bytes() for b in backups] == [LEGIT.encode()]
+    assert stat.S_IMODE(os.stat(backups[0]).st_mode) == mode
+    assert stat.S_IMODE(os.stat(sidecar).st_mode) == mode
+    assert undo(result.run_id).complete
+    assert sidecar.read_bytes() == LEGIT.encode() and stat.S_IMODE(os.stat(sidecar).st_mode) == mode
 
 
 # ---------------------------------------------------------------------------------------- through the CLI

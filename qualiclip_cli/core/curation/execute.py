@@ -260,15 +260,21 @@ def _write_sidecar(writer: journal.JournalWriter, index: int, op: Operation, bas
     if found is not None:
         backup = writer.backup_dir / f"{index:06d}-{sidecar.name}"
         writer.backup_dir.mkdir(parents=True, exist_ok=True)
-        with open(backup, "xb") as out:
+        fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+        with os.fdopen(fd, "wb") as out:
             out.write(previous)
             out.flush()
+            if hasattr(os, "fchmod"):
+                os.fchmod(out.fileno(), found.mode)  # the backup has the sidecar's permission bits
             os.fsync(out.fileno())
+        if not hasattr(os, "fchmod"):
+            os.chmod(backup, found.mode)
         fileops.fsync_dir(writer.backup_dir)
     partial = fileops.partial_path(sidecar, journal.partial_token(writer.run_id, index))
     writer.op(index, journal.PHASE_INTENT, destination=str(sidecar), previous_sha256=previous_sha,
               backup=_str(backup), new_sha256=hashlib.sha256(new).hexdigest(), partial=str(partial), **base)
-    fileops.write_file_atomic(sidecar, new, previous_sha, partial=partial)
+    fileops.write_file_atomic(sidecar, new, previous_sha, partial=partial,
+                              mode=found.mode if found is not None else None)
     writer.op(index, journal.PHASE_DONE, action=op.action, source=str(op.source), destination=str(sidecar))
     return sidecar
 
