@@ -14,11 +14,11 @@ import pytest
 
 from qualiclip_cli.core.curation import fileops, xmp
 from qualiclip_cli.core.curation.execute import execute, predict_failures
-from qualiclip_cli.core.curation.plan import plan_tag
+from qualiclip_cli.core.curation.plan import SkipKind, plan_tag
 from qualiclip_cli.core.curation.undo import undo
 from qualiclip_cli.core.errors import CurationError
 
-from cli_support import natural_image, run_process
+from cli_support import natural_image, run_cli, run_process
 from curation_support import record, sha, snapshot, write
 
 WEIGHTS = "0123456789abcdef" * 4
@@ -306,6 +306,25 @@ def test_rewritten_sidecar_and_its_backup_keep_the_permission_bits(tmp_path, mod
     assert sidecar.read_bytes() == LEGIT.encode() and stat.S_IMODE(os.stat(sidecar).st_mode) == mode
 
 
+def test_read_only_sidecar_is_left_out_unless_asked(tmp_path):
+    root = tmp_path / "shoot"
+    records = photos(root, 2)
+    sidecar = write(root / "IMG_1.xmp", LEGIT.encode())
+    os.chmod(sidecar, 0o444)
+    plan = plan_tag(records, WEIGHTS, "p")
+    assert [op.source.name for op in plan] == ["IMG_2.jpg"]
+    [skip] = plan.skipped
+    assert skip.kind is SkipKind.SIDECAR_READ_ONLY and skip.kind.problem
+    assert skip.reason.startswith("sidecar IMG_1.xmp is read-only; left untouched")
+    execute(plan, command="tag")
+    assert sidecar.read_bytes() == LEGIT.encode()
+
+    asked = plan_tag(records, WEIGHTS, "p", rewrite_read_only=True)
+    result = execute(asked, command="tag")
+    assert [o.status for o in result.outcomes] == ["done", "done"] and not asked.skipped
+    assert xmp.read_tags(sidecar.read_bytes())["Rating"] and stat.S_IMODE(os.stat(sidecar).st_mode) == 0o444
+
+
 # ---------------------------------------------------------------------------------------- through the CLI
 
 
@@ -339,5 +358,19 @@ def test_tag_over_a_fifo_and_a_dev_zero_link_finishes_and_reports_them(tmp_path,
     assert xmp.read_tags((root / "IMG_3.xmp").read_bytes())["Rating"]
 
 
+def test_tag_read_only_sidecar_skipped_then_rewritten_with_the_option(tmp_path, tiny_weights_file):
+    root = _shoot(tmp_path / "shoot", 2)
+    locked = write(root / "IMG_1.xmp", LEGIT.encode())
+    os.chmod(locked, 0o444)
+
+    assert "--rewrite-read-only" in run_cli("tag", "--help").stdout
+    first = run_cli("tag", root, "--weights", tiny_weights_file)
+    assert first.exit_code == 3, first.stderr
+    assert "IMG_1.jpg left out: sidecar IMG_1.xmp is read-only; left untouched" in first.stderr
+    assert locked.read_bytes() == LEGIT.encode() and "wrote 1 sidecar" in first.stderr
+
+    second = run_cli("tag", root, "--weights", tiny_weights_file, "--rewrite-read-only")
+    assert second.exit_code == 0, second.stderr
+    assert xmp.read_tags(locked.read_bytes())["Rating"] and stat.S_IMODE(os.stat(locked).st_mode) == 0o444
 
 

@@ -30,6 +30,12 @@ def tag(
         typer.Option("--sidecar", help="Sidecar naming: adobe (IMG_1.xmp: Lightroom, digiKam) or append (IMG_1.jpg.xmp: "
                                        "darktable)."),
     ] = "adobe",
+    rewrite_read_only: Annotated[
+        bool,
+        typer.Option("--rewrite-read-only",
+                     help="Also rewrite sidecars that are read-only (no write permission, e.g. chmod 444), keeping "
+                          "their permissions; without it they are left untouched and reported (exit 3)."),
+    ] = False,
     dry_run: pr.DryRun = False,
     fmt: pr.PlanFormat = "text",
     recursive: opt.Recursive = True,
@@ -53,9 +59,11 @@ def tag(
     """Write XMP sidecars: xmp:Rating stars from the score's tier (-1 = rejected with --reject-below), an
     optional xmp:Label, and the score, sub-scores, weights hash and preprocessing in the qualiclip: namespace.
 
-    Existing sidecars are merged: everything else in them is kept. A sidecar that is not valid XMP is left
-    untouched and reported (exit 3). Every write is journaled (`qualiclip undo` restores the previous
-    sidecars). Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
+    Existing sidecars are merged: everything else in them is kept, permissions and encoding too. A sidecar
+    that is not valid XMP, contains a DTD, is larger than 4 MiB, is a symbolic link or a FIFO (or anything but
+    a regular file), or is read-only (see --rewrite-read-only) is left untouched and reported (exit 3).
+    Every write is journaled (`qualiclip undo`
+    restores the previous sidecars). Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
     """
     from qualiclip_cli.commands.scoring import run_scoring, summarise
     from qualiclip_cli.core.curation import xmp
@@ -69,7 +77,8 @@ def tag(
     scoring = run_scoring(choices)
     summarise(scoring.records, scoring.elapsed)
     plan = plan_tag(scoring.records, scoring.weights_sha256, scoring.identity, thresholds=thresholds,
-                    reject_below=reject_below, label=label, naming=sidecar)
+                    reject_below=reject_below, label=label, naming=sidecar,
+                    rewrite_read_only=rewrite_read_only)
     predicted = predict_failures(plan) if dry_run else {}
     code = pr.carry_out(plan, records=scoring.records, action="write_sidecar", command="tag",
                         argv=pr.invocation("tag", paths), dry_run=dry_run, fmt=fmt, predicted_failures=predicted)

@@ -68,6 +68,7 @@ class SkipKind(Enum):
     NOT_FOUND = "not found"
     DESTINATION_EXISTS = "destination exists"
     SIDECAR_TAKEN = "sidecar taken"
+    SIDECAR_READ_ONLY = "sidecar read-only"
     NOT_SCORED = "not scored"
     IN_QUARANTINE = "in the quarantine"
     IN_TARGET = "in the target folder"
@@ -75,7 +76,8 @@ class SkipKind(Enum):
 
     @property
     def problem(self) -> bool:
-        return self in (SkipKind.NOT_FOUND, SkipKind.DESTINATION_EXISTS, SkipKind.SIDECAR_TAKEN, SkipKind.SYMLINK)
+        return self in (SkipKind.NOT_FOUND, SkipKind.DESTINATION_EXISTS, SkipKind.SIDECAR_TAKEN, SkipKind.SYMLINK,
+                        SkipKind.SIDECAR_READ_ONLY)
 
 
 @dataclass(frozen=True)
@@ -336,10 +338,12 @@ def plan_rank_prefix(records: Iterable[ScoreRecord], with_siblings: bool = True,
 
 def plan_tag(records: Iterable[ScoreRecord], weights_sha256: str, preprocessing: str,
              thresholds: Sequence[float] = DEFAULT_TIER_THRESHOLDS, reject_below: float | None = None,
-             label: str | None = None, naming: str = "adobe") -> Plan:
+             label: str | None = None, naming: str = "adobe", rewrite_read_only: bool = False) -> Plan:
     """Plan writing one XMP sidecar per scored photo (see xmp.py for what is written and how it merges).
     Photos whose sidecar name another photo already uses (IMG_1.jpg and IMG_1.png with adobe naming) are
-    left out after the first."""
+    left out after the first, and so are photos whose sidecar is read-only (xmp.is_read_only) unless
+    `rewrite_read_only`. Sidecars are only looked at here (stat), never opened: a sidecar that is a link, a
+    FIFO or too large fails when its operation runs (or is predicted to, in a dry run)."""
     bounds = validate_thresholds(thresholds)
     records = list(records)
     plan = Plan(command="tag")
@@ -355,6 +359,11 @@ def plan_tag(records: Iterable[ScoreRecord], weights_sha256: str, preprocessing:
             plan.skipped.append(Skip(photo, SkipKind.SIDECAR_TAKEN, f"sidecar {sidecar.name} already used for {used[sidecar].name}"))
             continue
         used[sidecar] = photo
+        if not rewrite_read_only and xmp.is_read_only(sidecar):
+            plan.skipped.append(Skip(photo, SkipKind.SIDECAR_READ_ONLY,
+                                     f"sidecar {sidecar.name} is read-only; left untouched (--rewrite-read-only "
+                                     "rewrites it, keeping its permissions)"))
+            continue
         rating = xmp.rating_for(rec.score, bounds, reject_below)
         tags = xmp.SidecarTags(rating=rating, score=rec.score, weights_sha256=weights_sha256,
                                preprocessing=preprocessing, pairs=rec.pairs, label=label)

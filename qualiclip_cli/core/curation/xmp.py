@@ -155,6 +155,18 @@ def read_sidecar(path: str | os.PathLike) -> SidecarFile | None:
     return SidecarFile(data, stat.S_IMODE(st.st_mode))
 
 
+def is_read_only(path: str | os.PathLike) -> bool:
+    """Whether the regular file at `path` is read-only: no write permission bit at all (chmod a-w, 0444), or
+    none for the current user. False when there is no such file (a link or FIFO is refused when read)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    return not (st.st_mode & 0o222) or not os.access(path, os.W_OK)
+
+
 @dataclass(frozen=True)
 class _Encoding:
     codec: str
