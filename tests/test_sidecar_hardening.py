@@ -374,3 +374,16 @@ def test_tag_read_only_sidecar_skipped_then_rewritten_with_the_option(tmp_path, 
     assert xmp.read_tags(locked.read_bytes())["Rating"] and stat.S_IMODE(os.stat(locked).st_mode) == 0o444
 
 
+def test_tag_leaves_the_quarantine_alone(tmp_path, tiny_weights_file):
+    root = _shoot(tmp_path / "shoot", 1)
+    quarantined = root / "_rejected" / "2024"
+    quarantined.mkdir(parents=True)
+    natural_image("rocket").save(quarantined / "IMG_9.jpg", quality=92)
+    quarantine_sidecar = write(quarantined / "IMG_9.xmp", LEGIT.encode())
+
+    result = run_cli("tag", root, "--weights", tiny_weights_file)
+    assert result.exit_code == 0, result.stderr
+    assert "wrote 1 sidecar" in result.stderr and "IMG_9" not in result.stdout
+    assert (root / "IMG_1.xmp").is_file()
+    assert quarantine_sidecar.read_bytes() == LEGIT.encode()
+    assert sorted(p.name for p in quarantined.iterdir()) == ["IMG_9.jpg", "IMG_9.xmp"]

@@ -62,18 +62,18 @@ def tag(
     Existing sidecars are merged: everything else in them is kept, permissions and encoding too. A sidecar
     that is not valid XMP, contains a DTD, is larger than 4 MiB, is a symbolic link or a FIFO (or anything but
     a regular file), or is read-only (see --rewrite-read-only) is left untouched and reported (exit 3).
-    Every write is journaled (`qualiclip undo`
+    Folders named _rejected (cull's quarantine) are not walked. Every write is journaled (`qualiclip undo`
     restores the previous sidecars). Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
     """
     from qualiclip_cli.commands.scoring import run_scoring, summarise
     from qualiclip_cli.core.curation import xmp
     from qualiclip_cli.core.curation.execute import predict_failures
-    from qualiclip_cli.core.curation.plan import plan_tag
+    from qualiclip_cli.core.curation.plan import QUARANTINE_DIRNAME, plan_tag
 
     thresholds = pr.parse_tiers(tiers)
     xmp.rating_for(0.5, thresholds, reject_below)  # validates --reject-below before any scoring
 
-    choices = opt.ScoringChoices.from_params(locals())
+    choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
     scoring = run_scoring(choices)
     summarise(scoring.records, scoring.elapsed)
     plan = plan_tag(scoring.records, scoring.weights_sha256, scoring.identity, thresholds=thresholds,
