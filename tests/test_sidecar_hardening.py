@@ -306,6 +306,22 @@ def test_rewritten_sidecar_and_its_backup_keep_the_permission_bits(tmp_path, mod
     assert sidecar.read_bytes() == LEGIT.encode() and stat.S_IMODE(os.stat(sidecar).st_mode) == mode
 
 
+def test_undo_of_a_sidecar_deleted_since_brings_back_its_permission_bits(tmp_path):
+    root = tmp_path / "shoot"
+    records = photos(root, 1)
+    sidecar = write(root / "IMG_1.xmp", LEGIT.encode())
+    os.chmod(sidecar, 0o640)
+    old_umask = os.umask(0o022)
+    try:
+        result = execute(plan_tag(records, WEIGHTS, "p"), command="tag")
+        sidecar.unlink()  # the user removed the sidecar tag wrote; undo puts the previous one back
+        assert undo(result.run_id).complete
+    finally:
+        os.umask(old_umask)
+    assert sidecar.read_bytes() == LEGIT.encode()
+    assert stat.S_IMODE(os.stat(sidecar).st_mode) == 0o640
+
+
 def test_read_only_sidecar_is_left_out_unless_asked(tmp_path):
     root = tmp_path / "shoot"
     records = photos(root, 2)

@@ -503,27 +503,28 @@ def _keep_in_backup(run: _Run, op: journal.OpEntry, sidecar: Path, sha256: str) 
     kept = folder / f"{op.index:06d}-{sidecar.name}.undone-{sha256[:16]}"
     if fileops.holds_copy(kept, sha256):
         return kept
-    data = _read_regular(sidecar, sha256)
+    data, mode = _read_regular(sidecar, sha256)
     folder.mkdir(parents=True, exist_ok=True)
-    fileops.write_file_atomic(kept, data, None)
+    fileops.write_file_atomic(kept, data, None, mode=mode)
     return kept
 
 
-def _read_regular(path: Path, sha256: str) -> bytes:
-    """The bytes of the regular file at `path` itself (a link is not followed), checked against `sha256`."""
+#: the largest sidecar backup undo reads back (sidecars over 4 MiB are refused by tag; older runs had no cap)
+_BACKUP_READ_LIMIT = 64 << 20
+
+
+def _read_regular(path: Path, sha256: str) -> tuple[bytes, int]:
+    """The bytes and permission bits of the regular file at `path` itself (a link is not followed, nothing
+    that could block is opened), checked against `sha256`."""
     import hashlib
 
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        data, st = fileops.read_regular_file(path, _BACKUP_READ_LIMIT)
     except OSError as exc:
         raise CurationError(f"{path}: unreadable ({exc.strerror or exc}); left as it is") from exc
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise CurationError(f"{path}: not a regular file; left as it is")
-        data = f.read()
     if hashlib.sha256(data).hexdigest() != sha256:
         raise CurationError(f"{path}: does not match the journal; left as it is")
-    return data
+    return data, stat.S_IMODE(st.st_mode)
 
 
 def _undo_sidecar(run: _Run, op: journal.OpEntry) -> tuple[str, str]:
@@ -546,11 +547,11 @@ def _undo_sidecar(run: _Run, op: journal.OpEntry) -> tuple[str, str]:
         return "restored", f"removed {sidecar}, which the run created"
     backup = Path(op.intent["backup"])
     try:
-        data = _read_regular(backup, previous)
+        data, mode = _read_regular(backup, previous)  # the backup has the sidecar's permission bits
     except CurationError:
         raise CurationError(f"{sidecar}: the backup {backup} of its previous content is missing or does not "
                             "match the journal; left as it is") from None
     if current is not None:
         _keep_in_backup(run, op, sidecar, current)
-    fileops.write_file_atomic(sidecar, data, current, partial=run.undo_partial(op, sidecar))
+    fileops.write_file_atomic(sidecar, data, current, partial=run.undo_partial(op, sidecar), mode=mode)
     return "restored", f"{sidecar} has its previous content again"
