@@ -1,0 +1,101 @@
+"""File names that are not valid UTF-8, or that hold a newline, an escape sequence or markup, through every
+command as a real process: nothing crashes, machine formats carry the exact bytes back, text output keeps
+one line per record or operation and never lets a name reach the terminal as a control sequence, and every
+change comes back with undo under the same bytes name."""
+
+import hashlib
+import json
+import os
+import random
+import re
+
+from qualiclip_cli.core import names
+
+from cli_support import natural_image, run_process
+
+# Latin-1 bytes (not UTF-8), a newline, an ESC colour sequence, Rich markup, valid UTF-8, and a plain name.
+NAMES = (b"caf\xe9.jpg", b"new\nline.jpg", b"esc\x1b[31mred.jpg", b"[bold]tag.jpg", "naïve.jpg".encode(),
+         b"plain.jpg")
+IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "horse")
+
+
+def _shoot(root) -> dict[bytes, str]:
+    """The photos of NAMES under root; returns bytes name -> SHA-256 of the content."""
+    root.mkdir(parents=True, exist_ok=True)
+    contents = {}
+    for name, image in zip(NAMES, IMAGES):
+        path = os.path.join(os.fsencode(root), name)
+        natural_image(image).save(os.fsdecode(path), format="JPEG", quality=90)
+        with open(path, "rb") as fh:
+            contents[name] = hashlib.sha256(fh.read()).hexdigest()
+    return contents
+
+
+def _tree(folder) -> dict[bytes, str]:
+    """bytes name -> SHA-256 of every file directly in folder."""
+    folder = os.fsencode(folder)
+    out = {}
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                out[name] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def _ok(proc, code=0):
+    """The process ended as expected, with no crash, and nothing in its output can drive a terminal."""
+    assert proc.returncode == code, proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "\x1b" not in proc.stdout and "\x1b" not in proc.stderr
+    assert not re.search("[\ud800-\udfff\x80-\x9f]", proc.stdout + proc.stderr)
+    return proc
+
+
+def _q(*args, weights=None, env=None, code=0):
+    extra = ("--weights", weights) if weights is not None else ()
+    # run_process decodes stdout and stderr as UTF-8, strictly: a raw undecodable byte fails the test here.
+    return _ok(run_process(*args, *extra, env=env), code)
+
+
+def _basenames(rows, key="path"):
+    return sorted(os.path.basename(os.fsencode(row[key])) for row in rows)
+
+
+def _jsonl(text):
+    return [json.loads(line) for line in text.splitlines()]
+
+
+# ----------------------------------------------------------------------------------------------- the forms
+
+
+def test_json_form_is_valid_utf8_and_gives_the_bytes_back():
+    name = os.fsdecode(b"/p/caf\xe9\n\x1b\x7f.jpg") + "\x85\u2028é"
+    text = names.json_dumps({"path": name, "score": float("nan"), "pairs": {"x": float("inf")}})
+    text.encode("utf-8")  # no lone surrogate left in the text
+    assert "\\udce9" in text and "\\u001b" in text and "\\u0085" in text and "\\u2028" in text and "é" in text
+    back = json.loads(text)
+    assert back == {"path": name, "score": None, "pairs": {"x": None}}
+    assert os.fsencode(back["path"]).startswith(b"/p/caf\xe9\n\x1b\x7f.jpg")
+
+
+def test_csv_form_reads_back_exactly_any_text():
+    alphabet = ["\\", "u", "0", "d", "c", "e", "9", "a", "\n", "\udce9", "\udc80", "\x1b", "é", "\x85", "\u2028",
+                "\r", ",", '"']
+    rng = random.Random(0)
+    samples = ["", "\\udce9", "\\\\udce9", "C:\\Users\\x.jpg", "\\u0041"]
+    samples += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(5000)]
+    for text in samples:
+        cell = names.csv_cell(text)
+        cell.encode("utf-8")
+        assert not re.search("[\x00-\x1f\x7f-\x9f]", cell), repr(cell)
+        assert names.csv_text(cell) == text, (text, cell)
+    assert names.csv_cell("C:\\Users\\x.jpg") == "C:\\Users\\x.jpg"  # ordinary backslashes stay as they are
+
+
+def test_display_form_is_one_line_without_controls():
+    name = os.fsdecode(b"a/caf\xe9\nx\ty\rz\x1b[31m\x07\x7f.jpg") + "\x9b\u2028\u202e"
+    shown = names.display(name)
+    assert shown == "a/caf\\xe9\\nx\\ty\\rz\\x1b[31m\\x07\\x7f.jpg\\u009b\\u2028\\u202e"
+    assert len(shown.splitlines()) == 1 and shown.isprintable()
+    assert names.display("naïve [bold] 写真.jpg") == "naïve [bold] 写真.jpg"
