@@ -3,13 +3,19 @@ command as a real process: nothing crashes, machine formats carry the exact byte
 one line per record or operation and never lets a name reach the terminal as a control sequence, and every
 change comes back with undo under the same bytes name."""
 
+import csv
 import hashlib
+import io
 import json
 import os
 import random
 import re
 
+import pytest
+
+from qualiclip_cli.commands.formats import read_records, write_csv, write_rows
 from qualiclip_cli.core import names
+from qualiclip_cli.core.records import ScoreRecord
 
 from cli_support import natural_image, run_process
 
@@ -99,3 +105,29 @@ def test_display_form_is_one_line_without_controls():
     assert shown == "a/caf\\xe9\\nx\\ty\\rz\\x1b[31m\\x07\\x7f.jpg\\u009b\\u2028\\u202e"
     assert len(shown.splitlines()) == 1 and shown.isprintable()
     assert names.display("naïve [bold] 写真.jpg") == "naïve [bold] 写真.jpg"
+
+
+def test_writers_never_write_nan():
+    record = ScoreRecord(path=os.fsdecode(b"caf\xe9.jpg"), score=float("nan"), width=1, height=1,
+                         pairs={"overall": float("nan")})
+    for fmt in ("jsonl", "json"):
+        out = io.StringIO()
+        write_rows([record.to_dict(details=True)], fmt, out)
+        assert "NaN" not in out.getvalue()
+        json.loads(out.getvalue().splitlines()[0] if fmt == "jsonl" else out.getvalue())
+    out = io.StringIO()
+    write_csv([record], out, details=True)
+    assert "nan" not in out.getvalue().lower().replace("pair_", "")
+    assert read_records(out.getvalue(), "csv")[0].path == record.path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_read_records_round_trips_a_name_with_every_kind_of_trouble(fmt):
+    name = os.fsdecode(b"d/caf\xe9\n,\"\x1b\\udce9.jpg")
+    record = ScoreRecord(path=name, score=0.5, width=2, height=3)
+    out = io.StringIO()
+    (write_rows([record.to_dict()], "jsonl", out) if fmt == "jsonl" else write_csv([record], out))
+    assert read_records(out.getvalue(), fmt) == [record]
+    if fmt == "csv":
+        assert list(csv.reader(io.StringIO(out.getvalue())))[1][0] == "d/caf\\udce9\\u000a,\"\\u001b\\\\udce9.jpg"
+

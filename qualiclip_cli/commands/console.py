@@ -1,11 +1,57 @@
-"""Rich consoles: results on stdout, everything else (logs, warnings, progress) on stderr."""
+"""Rich consoles: results on stdout, everything else (logs, warnings, progress) on stderr.
+
+Writing never fails on a character: `prepare_streams` makes stdout and stderr escape what their encoding
+cannot carry (a name's text is made safe before, by `core.names.display`), and machine formats go out as
+UTF-8 whatever the locale (`machine_stream`).
+"""
 
 from __future__ import annotations
 
+import codecs
 import functools
 import sys
+from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
+
+from qualiclip_cli.core.names import display
+
+
+def prepare_streams() -> None:
+    """Make stdout and stderr escape (backslashreplace) any character their encoding cannot write, instead of
+    raising UnicodeEncodeError in the middle of the results (e.g. under a Latin-1 or ASCII locale)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # closed or unsupported: leave it as it is
+                pass
+
+
+def machine_stream(out: TextIO) -> TextIO:
+    """`out` for jsonl/json/csv text, which is UTF-8 by definition: stdout is switched to UTF-8 when the locale
+    says otherwise (other streams are opened by us, as UTF-8)."""
+    if out is sys.stdout and not _is_utf8(getattr(out, "encoding", None)):
+        try:
+            out.reconfigure(encoding="utf-8", errors="strict")
+        except (AttributeError, ValueError, OSError):
+            pass
+    return out
+
+
+def _is_utf8(encoding: str | None) -> bool:
+    try:
+        return encoding is not None and codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
+
+
+def markup_safe(text: object) -> str:
+    """Text (a path, or a message naming one) to embed in Rich markup: one line, no control characters, and
+    square brackets in names shown as they are."""
+    return escape(display(text))
 
 
 @functools.cache
@@ -18,12 +64,26 @@ def stderr() -> Console:
 
 
 def warn(message: str) -> None:
-    """A warning line on stderr (Rich markup in `message` is rendered)."""
-    stderr().print(f"[yellow]warning:[/] {message}", highlight=False)
+    """A warning line on stderr. `message` is shown as it is: no markup, control characters escaped."""
+    stderr().print(f"[yellow]warning:[/] {markup_safe(message)}", highlight=False)
 
 
 def stdout() -> Console:
     return Console(file=sys.stdout)
+
+
+def print_table(table, out: TextIO | None = None) -> None:
+    """A Rich table on stdout (or `out`): laid out for the terminal when stdout is one; else without colour and
+    wide enough that no cell is folded, so each row stays one line of text (a script can count them)."""
+    if out is None and stdout_is_terminal():
+        stdout().print(table)
+        return
+    from rich.measure import Measurement
+
+    probe = Console(width=1_000_000)
+    width = Measurement.get(probe, probe.options, table).maximum
+    Console(file=out if out is not None else sys.stdout, width=max(width, 80), no_color=True,
+            highlight=False).print(table)
 
 
 def stdout_is_terminal() -> bool:

@@ -1,6 +1,9 @@
 """The stable machine formats (jsonl, json, csv) of score records and of the commands' other rows.
 
-Field order and names are documented in the README; changing them is a breaking change.
+Field order and names are documented in the README; changing them is a breaking change. Any file name is
+carried losslessly (see `core.names`): the output is always valid UTF-8, a name's undecodable bytes are
+\\udcXX escapes (JSON's own in jsonl/json, the same text in csv), and NaN is never written (null, or an empty
+csv cell).
 """
 
 from __future__ import annotations
@@ -8,9 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable
 from typing import TextIO
 
+from qualiclip_cli.commands.console import machine_stream
+from qualiclip_cli.core.names import csv_cell, csv_text, json_dumps
 from qualiclip_cli.core.records import BASE_FIELDS, PAIR_NAMES, ScoreRecord
 
 
@@ -22,12 +28,12 @@ def canonical(fmt: str) -> str:
 
 def write_rows(rows: Iterable[dict], fmt: str, out: TextIO) -> None:
     """The two JSON machine formats for any list of flat dicts: one object per line, or one indented list."""
+    out = machine_stream(out)
     if fmt == "jsonl":
         for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.write(json_dumps(row) + "\n")
     elif fmt == "json":
-        json.dump(list(rows), out, ensure_ascii=False, indent=2)
-        out.write("\n")
+        out.write(json_dumps(list(rows), indent=2) + "\n")
     else:
         raise ValueError(f"unknown JSON format {fmt!r}")
 
@@ -45,17 +51,18 @@ def csv_header(details: bool = False) -> list[str]:
 
 
 def write_csv(records: Iterable[ScoreRecord], out: TextIO, details: bool = False) -> None:
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(machine_stream(out), lineterminator="\n")
     writer.writerow(csv_header(details))
     for rec in records:
-        row = [rec.path, _fmt(rec.score), rec.status, rec.error or "", _int(rec.width), _int(rec.height)]
+        row = [csv_cell(rec.path), _fmt(rec.score), rec.status, csv_cell(rec.error or ""), _int(rec.width),
+               _int(rec.height)]
         if details:
             row += [_fmt((rec.pairs or {}).get(name)) for name in PAIR_NAMES]
         writer.writerow(row)
 
 
 def _fmt(x: float | None) -> str:
-    return "" if x is None else repr(float(x))
+    return "" if x is None or not math.isfinite(x) else repr(float(x))
 
 
 def _int(x: int | None) -> str:
@@ -76,10 +83,10 @@ def read_records(text: str, fmt: str) -> list[ScoreRecord]:
         for r in csv.DictReader(io.StringIO(text)):
             pairs = {n: float(r[f"pair_{n}"]) for n in PAIR_NAMES if r.get(f"pair_{n}")} or None
             rows.append({
-                "path": r["path"],
+                "path": csv_text(r["path"]),
                 "score": float(r["score"]) if r["score"] else None,
                 "status": r["status"],
-                "error": r["error"] or None,
+                "error": csv_text(r["error"]) or None,
                 "width": int(r["width"]) if r["width"] else None,
                 "height": int(r["height"]) if r["height"] else None,
                 "pairs": pairs,

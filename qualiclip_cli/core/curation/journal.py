@@ -48,6 +48,7 @@ from pathlib import Path
 from qualiclip_cli.core import paths
 from qualiclip_cli.core.atomic import fsync_dir
 from qualiclip_cli.core.errors import JournalError
+from qualiclip_cli.core.names import json_dumps
 
 JOURNAL_VERSION = 2
 KNOWN_VERSIONS = (1, 2)
@@ -170,7 +171,7 @@ class JournalWriter:
         if self._fd is None:
             raise JournalError(f"{self.path}: journal is closed")
         line = {"type": entry.get("type", "op"), "run_id": self.run_id, "time": now_iso(), **entry}
-        data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+        data = (json_dumps(line) + "\n").encode("utf-8")  # any file name, losslessly (\udcXX escapes)
         try:
             view = memoryview(data)
             while view:
