@@ -131,3 +131,20 @@ def test_read_records_round_trips_a_name_with_every_kind_of_trouble(fmt):
     if fmt == "csv":
         assert list(csv.reader(io.StringIO(out.getvalue())))[1][0] == "d/caf\\udce9\\u000a,\"\\u001b\\\\udce9.jpg"
 
+
+
+def test_an_error_naming_a_file_is_one_escaped_line(tmp_path):
+    (tmp_path / "p").mkdir()
+    natural_image("astronaut").save(tmp_path / "p" / "a.jpg")
+    weights = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"no\x1b[31mw\xe9[b]\nx.pth"))
+    proc = _q("score", tmp_path / "p", "--weights", weights, code=1)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("qualiclip: error: ")
+    assert "no\\x1b[31mw\\xe9[b]\\nx.pth" in lines[0]  # shown as it is: escaped, and [b] not read as markup
+
+
+def test_error_text_shows_a_bytes_file_name_as_text():
+    from qualiclip_cli.core.errors import error_text
+
+    exc = FileNotFoundError(2, "No such file or directory", b"/p/caf\xe9.jpg")
+    assert error_text(exc) == os.fsdecode(b"/p/caf\xe9.jpg") + ": No such file or directory"

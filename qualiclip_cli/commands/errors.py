@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from qualiclip_cli.commands.console import stderr
+from qualiclip_cli.commands.console import markup_safe, prepare_streams, stderr
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -17,7 +17,10 @@ EXIT_PARTIAL = 3  # finished, but some files failed
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    stderr().print(f"[bold red]qualiclip: error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    """Print `message` as one error line (a file name in it is shown escaped, never as markup) and return the
+    exit to raise."""
+    stderr().print(f"[bold red]qualiclip: error:[/] {markup_safe(message)}", markup=True, highlight=False,
+                   soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -28,6 +31,7 @@ def handle_errors(command):
     def wrapper(*args, **kwargs):
         from qualiclip_cli.core.errors import QualiclipError
 
+        prepare_streams()
         try:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):

@@ -29,7 +29,7 @@ def history(
 
     Dry runs and list-only culls change nothing and are not recorded. Undo a run with `qualiclip undo RUN_ID`.
     """
-    from qualiclip_cli.commands.console import stdout, stdout_is_terminal
+    from qualiclip_cli.commands.console import print_table, stdout_is_terminal
     from qualiclip_cli.core.curation import journal
 
     fmt = canonical(fmt) if fmt is not None else "text" if stdout_is_terminal() else "jsonl"
@@ -42,15 +42,16 @@ def history(
 
             stderr().print("qualiclip: no runs yet", highlight=False)
             return
-        stdout().print(_table(runs))
+        print_table(_table(runs))
         return
     write_rows([{**asdict(r), "state": r.state} for r in runs], fmt, sys.stdout)
     sys.stdout.flush()
 
 
 def _table(runs):
-    from rich.markup import escape
     from rich.table import Table
+
+    from qualiclip_cli.commands.console import markup_safe
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for name, justify in (("run", "left"), ("time", "left"), ("command", "left"), ("done", "right"),
@@ -58,9 +59,9 @@ def _table(runs):
         table.add_column(name, justify=justify, overflow="fold")
     for run in runs:
         if run.problem:
-            table.add_row(run.run_id, "", "", "", "", "[red]unreadable[/]", escape(run.problem))
+            table.add_row(run.run_id, "", "", "", "", "[red]unreadable[/]", markup_safe(run.problem))
             continue
         when = run.time[:19].replace("T", " ")
         table.add_row(run.run_id, when, run.command, str(run.counts.get("done", 0)), str(run.counts.get("failed", 0)),
-                      run.state, escape(" ".join(run.argv)))
+                      run.state, markup_safe(" ".join(run.argv)))
     return table

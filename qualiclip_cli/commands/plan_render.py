@@ -6,7 +6,8 @@ reported too (stderr in text, rows with status "skipped" in jsonl/json). The sum
 undo go to stderr.
 
 Text line:  `move  a/IMG_1.jpg -> a/_rejected/IMG_1.jpg  (score 0.2130)`, with `  [failed: reason]` appended
-for a failed operation. Paths are shown relative to the current directory when they are inside it.
+for a failed operation. Paths are shown relative to the current directory when they are inside it, and
+escaped (`core.names.display`): one operation is always one line, whatever its names hold.
 jsonl/json rows: action, source, destination (absolute paths), status ("planned" in a dry run, "done",
 "failed", "rolled_back" (put back because another member of its unit failed), "skipped" or "listed"), error,
 score (of the photo; a sibling carries its photo's score), reason, sibling_of. A failed unit (a photo and its
@@ -29,6 +30,7 @@ from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL
 from qualiclip_cli.commands.formats import write_rows
 from qualiclip_cli.core.curation.fileops import OnCollision as OnCollisionChoice
 from qualiclip_cli.core.curation.plan import Skip, SkipKind
+from qualiclip_cli.core.names import display
 from qualiclip_cli.core.paths import kernel_path
 
 #: text: one line per operation, for people; jsonl and json: one object per operation, for programs.
@@ -88,9 +90,9 @@ class Row:
         text = f"{self.action:<5} {display_path(self.source)}"
         if self.destination is not None:
             text += f" -> {display_path(self.destination)}"
-        text += f"  ({self.reason})"
+        text += f"  ({display(self.reason)})"
         if self.status in ("failed", "rolled_back", "skipped") and self.error:
-            text += f"  [{self.status.replace('_', ' ')}: {self.error}]"
+            text += f"  [{self.status.replace('_', ' ')}: {display(self.error)}]"
         return text
 
 
@@ -99,12 +101,13 @@ def _str(path: Optional[Path]) -> Optional[str]:
 
 
 def display_path(path: os.PathLike | str) -> str:
-    """Relative to the current directory when inside it, else as it is (absolute)."""
+    """For people: relative to the current directory when inside it, else as it is (absolute); escaped, so it
+    is one line without control characters (undecodable bytes as \\xe9)."""
     path = Path(path)
     try:
-        return str(path.relative_to(os.getcwd()))
+        return display(path.relative_to(os.getcwd()))
     except (ValueError, OSError):  # outside the current directory, or it no longer exists
-        return str(path)
+        return display(path)
 
 
 def parse_tiers(text: str) -> tuple[float, float, float, float]:
@@ -193,13 +196,13 @@ def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[
     for row in rows:  # one warning per failed unit: its put-back and not-attempted members are in its line
         if row.status == "failed":
             what = "would fail" if dry_run else row.status
-            console.print(f"qualiclip: warning: {row.action} {display_path(row.source)} {what}: {row.error}",
+            console.print(f"qualiclip: warning: {row.action} {display_path(row.source)} {what}: {display(row.error)}",
                           highlight=False, markup=False)
     for row in skipped:
         level = "warning" if row.skip.kind.problem else "note"
         if row.skip.kind is SkipKind.NOT_SCORED:
             continue  # already warned about while scoring
-        console.print(f"qualiclip: {level}: {display_path(row.source)} left out: {row.error}",
+        console.print(f"qualiclip: {level}: {display_path(row.source)} left out: {display(row.error)}",
                       highlight=False, markup=False)
     console.print("qualiclip: " + _summary(command, rows, skipped, dry_run), highlight=False, markup=False)
     if run is not None and run.run_id is not None:
@@ -213,7 +216,7 @@ def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[
 
 
 def _print_rows(rows: list[Row], skipped: list[Row], fmt: str) -> None:
-    out = sys.stdout
+    out = sys.stdout  # the machine formats switch it to UTF-8 when needed (write_rows)
     if fmt == "text":
         for row in rows:
             out.write(row.line() + "\n")

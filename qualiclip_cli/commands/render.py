@@ -11,7 +11,7 @@ from typing import Literal, TextIO, get_args
 
 from rich.table import Table
 
-from qualiclip_cli.commands.console import stdout
+from qualiclip_cli.commands.console import markup_safe, print_table
 
 #: text: a table for people ("table" is accepted as another name for it); csv, jsonl, json: for programs.
 ScoreFormat = Literal["text", "table", "csv", "jsonl", "json"]
@@ -35,6 +35,8 @@ def sort_records(records: list, order: ScoreSort) -> list:
 
 
 def records_table(records: Iterable, details: bool = False) -> Table:
+    """One row per record. Names are shown escaped (`core.names.display`): one row is one line of text, and
+    nothing in a name is read as markup or reaches the terminal as a control character."""
     from qualiclip_cli.core.records import PAIR_NAMES
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -46,12 +48,13 @@ def records_table(records: Iterable, details: bool = False) -> Table:
     table.add_column("status")
     for rec in records:
         if rec.ok:
-            row = [rec.path, f"{rec.score:.3f}"]
+            row = [markup_safe(rec.path), f"{rec.score:.3f}"]
             if details:
                 row += [f"{(rec.pairs or {}).get(n, float('nan')):.3f}" for n in PAIR_NAMES]
             row.append("ok" + (" (cached)" if rec.cached else ""))
         else:
-            row = [rec.path, "—"] + (["—"] * len(PAIR_NAMES) if details else []) + [f"[red]error[/]: {rec.error}"]
+            row = [markup_safe(rec.path), "—"] + (["—"] * len(PAIR_NAMES) if details else []) + [
+                f"[red]error[/]: {markup_safe(rec.error)}"]
         table.add_row(*row)
     return table
 
@@ -60,15 +63,9 @@ def write_records(records: list, fmt: str, out: TextIO, details: bool) -> None:
     from qualiclip_cli.commands.formats import WRITERS
 
     if fmt == "text":
-        stdout().print(records_table(records, details)) if out is sys.stdout else _plain_table(records, out, details)
+        print_table(records_table(records, details), None if out is sys.stdout else out)
     else:
         WRITERS[fmt](records, out, details=details)
-
-
-def _plain_table(records, out: TextIO, details: bool) -> None:
-    from rich.console import Console
-
-    Console(file=out, width=200, no_color=True).print(records_table(records, details))
 
 
 def write_output_file(path: Path, records: list, fmt: str, details: bool) -> None:

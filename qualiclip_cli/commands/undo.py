@@ -36,6 +36,7 @@ def undo(
     """
     from qualiclip_cli.core.curation.undo import undo as undo_run
     from qualiclip_cli.core.curation.undo import undo_latest
+    from qualiclip_cli.core.names import display
 
     report = undo_run(run_id) if run_id is not None else undo_latest()
     run_id = report.run_id
@@ -43,7 +44,7 @@ def undo(
     out = sys.stdout
     if fmt == "text":
         for item in items:
-            out.write(f"{item.status:<13} {pr.display_path(item.path) if item.path else '?'}  ({item.message})\n")
+            out.write(f"{item.status:<13} {pr.display_path(item.path) if item.path else '?'}  ({display(item.message)})\n")
     else:
         write_rows([{"index": i.index, "action": i.action, "path": i.path, "status": i.status, "message": i.message}
                     for i in items], fmt, out)
@@ -51,7 +52,8 @@ def undo(
 
     console = stderr()
     for item in report.problems:
-        console.print(f"qualiclip: warning: not restored: {item.path}: {item.message}", highlight=False, markup=False)
+        console.print(f"qualiclip: warning: not restored: {display(item.path)}: {display(item.message)}", highlight=False,
+                      markup=False)
     unchanged = sum(1 for i in report.items if i.status == "nothing_to_do")
     summary = f"undo {run_id}: {len(report.restored)} restored"
     if unchanged:

@@ -1,4 +1,10 @@
-"""Domain exceptions and their one-line texts. The CLI translates the exceptions into messages and exit codes."""
+"""Domain exceptions and their one-line texts. The CLI translates the exceptions into messages and exit codes.
+
+A path in these texts is kept as Python holds it (a name's undecodable bytes as lone surrogates), so the text
+stays lossless; whoever prints it escapes it for people (`names.display`) or writes it losslessly as data.
+"""
+
+import os
 
 
 class QualiclipError(Exception):
@@ -54,7 +60,9 @@ def first_line(exc: object) -> str:
 def error_text(exc: BaseException) -> str:
     """The one-line reason a failed file operation reports: ``path: strerror`` for OS errors, else the text."""
     if isinstance(exc, OSError) and not isinstance(exc, QualiclipError):
-        text = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        # A bytes file name (an os call given bytes) is text like any other, not b'caf\xe9.jpg'.
+        name = os.fsdecode(exc.filename) if isinstance(exc.filename, (bytes, os.PathLike)) else exc.filename
+        text = f"{name}: {exc.strerror}" if name and exc.strerror else str(exc)
     else:
         text = str(exc)
     return one_line(text) or type(exc).__name__
