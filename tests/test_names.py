@@ -148,3 +148,55 @@ def test_error_text_shows_a_bytes_file_name_as_text():
 
     exc = FileNotFoundError(2, "No such file or directory", b"/p/caf\xe9.jpg")
     assert error_text(exc) == os.fsdecode(b"/p/caf\xe9.jpg") + ": No such file or directory"
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def test_score_every_format_carries_every_name(tmp_path, tiny_weights_file):
+    root = tmp_path / "shoot"
+    _shoot(root)
+    bad = os.path.join(os.fsencode(root), b"broken\xff\n\x1b[2J.jpg")
+    with open(bad, "wb") as fh:
+        fh.write(b"not a JPEG at all")
+    expected = sorted([*NAMES, os.path.basename(bad)])
+
+    first = _q("score", root, "--format", "jsonl", weights=tiny_weights_file, code=3)
+    rows = _jsonl(first.stdout)
+    assert _basenames(rows) == expected
+    assert {os.path.basename(os.fsencode(r["path"])): r["status"] for r in rows}[os.path.basename(bad)] == "error"
+    warnings = [line for line in first.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "broken\\xff\\n\\x1b[2J.jpg" in warnings[0]
+
+    again = _q("score", root, "--format", "jsonl", weights=tiny_weights_file, code=3)  # from the results cache
+    assert f"({len(NAMES)} from cache)" in again.stderr
+    assert _jsonl(again.stdout) == rows
+
+    as_json = _q("score", root, "--format", "json", "--details", weights=tiny_weights_file, code=3)
+    assert _basenames(json.loads(as_json.stdout)) == expected
+    as_csv = _q("score", root, "--format", "csv", "--details", weights=tiny_weights_file, code=3)
+    assert len(as_csv.stdout.splitlines()) == len(expected) + 1  # a newline in a name does not split its row
+    assert sorted(os.path.basename(os.fsencode(r.path)) for r in read_records(as_csv.stdout, "csv")) == expected
+    for fmt in ("text", "table"):
+        table = _q("score", root, "--format", fmt, "--details", weights=tiny_weights_file, code=3)
+        lines = table.stdout.splitlines()
+        assert len(lines) == len(expected) + 1, table.stdout  # the header, then one line per record
+        assert any("caf\\xe9.jpg" in line for line in lines) and any("[bold]tag.jpg" in line for line in lines)
+
+    for ext in ("jsonl", "json", "csv"):
+        out = tmp_path / f"results.{ext}"
+        _q("score", root, "-o", out, weights=tiny_weights_file, code=3)
+        text = out.read_bytes().decode("utf-8")  # strictly valid UTF-8
+        assert sorted(os.path.basename(os.fsencode(r.path)) for r in read_records(text, ext)) == expected
+    out = tmp_path / "results.txt"
+    _q("score", root, "-o", out, "--format", "text", weights=tiny_weights_file, code=3)
+    assert len(out.read_bytes().decode("utf-8").splitlines()) == len(expected) + 1
+
+    # A POSIX locale, and a stream that only takes ASCII: no encoding error, machine output still UTF-8.
+    posix = _q("score", root, "--format", "jsonl", weights=tiny_weights_file, code=3,
+               env={"LANG": "C", "LC_ALL": "C"})
+    assert _jsonl(posix.stdout) == rows
+    ascii_only = {"PYTHONIOENCODING": "ascii"}
+    assert _jsonl(_q("score", root, "-f", "jsonl", weights=tiny_weights_file, code=3, env=ascii_only).stdout) == rows
+    shown = _q("score", root, "-f", "text", weights=tiny_weights_file, code=3, env=ascii_only)
+    assert "na\\xefve.jpg" in shown.stdout and len(shown.stdout.splitlines()) == len(expected) + 1

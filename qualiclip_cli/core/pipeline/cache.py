@@ -48,6 +48,16 @@ class FileIdentity:
         return cls(str(Path(path).absolute()), st.st_size, st.st_mtime_ns)
 
 
+def _key(path: str) -> str | bytes:
+    """The path column: the text, or for a name that is not valid UTF-8 (which SQLite cannot take as text) its
+    bytes, a key that never equals any text key."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
 _BUSY_SECONDS = 60.0
 
 
@@ -95,7 +105,7 @@ class ResultsCache:
         row = self._conn.execute(
             "SELECT size, mtime_ns, score, pairs, width, height FROM results "
             "WHERE path = ? AND weights = ? AND identity = ?",
-            (file.path, self.weights_sha, self.identity),
+            (_key(file.path), self.weights_sha, self.identity),
         ).fetchone()
         if row is None or row[0] != file.size or row[1] != file.mtime_ns:
             return None
@@ -108,7 +118,7 @@ class ResultsCache:
         if not record.ok or record.score is None:
             return  # failures are not cached: the file may be fixed without changing size or mtime
         self._rows.append((
-            file.path, self.weights_sha, self.identity, file.size, file.mtime_ns, float(record.score),
+            _key(file.path), self.weights_sha, self.identity, file.size, file.mtime_ns, float(record.score),
             json.dumps(record.pairs or {}), int(record.width or 0), int(record.height or 0), time.time(),
         ))
         if len(self._rows) >= self.commit_every or time.monotonic() - self._last_flush > self.commit_seconds:
