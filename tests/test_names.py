@@ -200,3 +200,21 @@ def test_score_every_format_carries_every_name(tmp_path, tiny_weights_file):
     assert _jsonl(_q("score", root, "-f", "jsonl", weights=tiny_weights_file, code=3, env=ascii_only).stdout) == rows
     shown = _q("score", root, "-f", "text", weights=tiny_weights_file, code=3, env=ascii_only)
     assert "na\\xefve.jpg" in shown.stdout and len(shown.stdout.splitlines()) == len(expected) + 1
+
+
+def test_cull_to_the_trash_and_undo_find_a_non_utf8_name(tmp_path, tiny_weights_file):
+    root = tmp_path / "shoot"
+    before = _shoot(root)
+    data_home, user_home = tmp_path / "xdg-data", tmp_path / "user-home"
+    user_home.mkdir()
+    env = {"XDG_DATA_HOME": str(data_home), "HOME": str(user_home)}  # send2trash reads them at import
+
+    trashed = _q("cull", root, "--below", "1", "--action", "trash", weights=tiny_weights_file, env=env)
+    assert len(trashed.stdout.splitlines()) == len(NAMES) and _tree(root) == {}
+    assert _tree(data_home / "Trash" / "files") == before
+    runs = _jsonl(_q("history", "-f", "jsonl").stdout)
+    assert runs[0]["counts"]["done"] == len(NAMES)
+
+    _q("undo", env=env)
+    assert _tree(root) == before
+    assert _tree(data_home / "Trash" / "files") == {}

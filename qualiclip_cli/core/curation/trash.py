@@ -103,7 +103,8 @@ def _read_trashinfo(info: Path) -> tuple[str | None, str | None]:
     recorded = when = None
     for line in text.splitlines():
         if line.startswith("Path="):
-            recorded = unquote(line[len("Path="):])
+            # %-escaped bytes of the name; one that is not UTF-8 comes back as Python's own str for it
+            recorded = unquote(line[len("Path="):], errors="surrogateescape")
         elif line.startswith("DeletionDate="):
             when = line[len("DeletionDate="):]
     return recorded, when
