@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -200,6 +201,89 @@ def test_score_every_format_carries_every_name(tmp_path, tiny_weights_file):
     assert _jsonl(_q("score", root, "-f", "jsonl", weights=tiny_weights_file, code=3, env=ascii_only).stdout) == rows
     shown = _q("score", root, "-f", "text", weights=tiny_weights_file, code=3, env=ascii_only)
     assert "na\\xefve.jpg" in shown.stdout and len(shown.stdout.splitlines()) == len(expected) + 1
+
+
+def test_cull_dry_run_real_run_history_and_undo(tmp_path, tiny_weights_file):
+    root = tmp_path / "shoot"
+    before = _shoot(root)
+    n = len(NAMES)
+
+    dry = _q("cull", root, "--below", "1", "--action", "move", "--dry-run", weights=tiny_weights_file)
+    assert len(dry.stdout.splitlines()) == n and all(line.startswith("move ") for line in dry.stdout.splitlines())
+    assert any("caf\\xe9.jpg -> " in line for line in dry.stdout.splitlines())
+    plan = _jsonl(_q("cull", root, "--below", "1", "--action", "move", "--dry-run", "-f", "jsonl",
+                     weights=tiny_weights_file).stdout)
+    assert _basenames(plan, "source") == sorted(NAMES) == _basenames(plan, "destination")
+    assert _tree(root) == before
+
+    real = _q("cull", root, "--below", "1", "--action", "move", weights=tiny_weights_file)
+    assert real.stdout == dry.stdout
+    assert _tree(root / "_rejected") == before and _tree(root) == {}
+
+    runs = _jsonl(_q("history", "--format", "jsonl").stdout)
+    assert len(runs) == 1 and runs[0]["state"] == "done" and runs[0]["counts"]["done"] == n
+    table = _q("history", "--format", "text")
+    assert len(table.stdout.splitlines()) == 2
+
+    undo = _q("undo")
+    assert len(undo.stdout.splitlines()) == n
+    assert _tree(root) == before  # every file back, under the same bytes name, the same content
+    assert _jsonl(_q("history").stdout)[0]["state"] == "undone"
+
+
+def test_sort_into_and_rank_prefix_then_undo(tmp_path, tiny_weights_file):
+    root = tmp_path / "shoot"
+    before = _shoot(root)
+    n = len(NAMES)
+
+    ranking = _q("sort", root, "--format", "text", weights=tiny_weights_file)
+    assert len(ranking.stdout.splitlines()) == n
+    assert _basenames(_jsonl(_q("sort", root, "-f", "jsonl", weights=tiny_weights_file).stdout)) == sorted(NAMES)
+
+    into = _q("sort", root, "--into", tmp_path / "tiers", weights=tiny_weights_file)
+    assert len(into.stdout.splitlines()) == n
+    copies = {}
+    for tier in os.listdir(tmp_path / "tiers"):
+        copies.update(_tree(tmp_path / "tiers" / tier))
+    assert copies == before and _tree(root) == before
+    _q("undo")
+    assert [files for _, _, files in os.walk(tmp_path / "tiers") if files] == [] and _tree(root) == before
+
+    renamed = _q("sort", root, "--rank-prefix", "-f", "jsonl", weights=tiny_weights_file)
+    rows = _jsonl(renamed.stdout)
+    assert len(rows) == n and all(r["status"] == "done" for r in rows)
+    after = _tree(root)
+    assert sorted(name[len(b"0001_"):] for name in after) == sorted(NAMES)
+    assert all(re.match(rb"^\d{4}_", name) for name in after)
+    assert len(_q("undo").stdout.splitlines()) == n
+    assert _tree(root) == before
+
+
+def test_tag_writes_sidecars_named_from_the_bytes_and_undo_removes_them(tmp_path, tiny_weights_file):
+    root = tmp_path / "shoot"
+    before = _shoot(root)
+    n = len(NAMES)
+
+    dry = _q("tag", root, "--dry-run", weights=tiny_weights_file)
+    assert len(dry.stdout.splitlines()) == n
+    tagged = _q("tag", root, weights=tiny_weights_file)
+    assert tagged.stdout == dry.stdout
+    files = _tree(root)
+    sidecars = sorted(name for name in files if name.endswith(b".xmp"))
+    assert sidecars == sorted(name[: -len(b".jpg")] + b".xmp" for name in NAMES)
+    for name in sidecars:
+        with open(os.path.join(os.fsencode(root), name), "rb") as fh:
+            data = fh.read()
+        data.decode("utf-8")
+        ET.fromstring(data)  # well-formed XML
+    journal = [p for p in (tmp_path / "qualiclip-home").rglob("*.jsonl")]
+    assert journal, "the run was journaled"
+    for path in journal:
+        for line in path.read_bytes().decode("utf-8").splitlines():  # valid UTF-8, one entry a line
+            json.loads(line)
+
+    _q("undo")
+    assert _tree(root) == before
 
 
 def test_cull_to_the_trash_and_undo_find_a_non_utf8_name(tmp_path, tiny_weights_file):
