@@ -302,3 +302,12 @@ def test_cull_to_the_trash_and_undo_find_a_non_utf8_name(tmp_path, tiny_weights_
     _q("undo", env=env)
     assert _tree(root) == before
     assert _tree(data_home / "Trash" / "files") == {}
+
+
+def test_a_label_no_sidecar_can_hold_is_refused_before_anything_is_written(tmp_path, tiny_weights_file):
+    root = tmp_path / "shoot"
+    before = _shoot(root)
+    for label in (os.fsdecode(b"red\xe9"), "red\x01"):
+        proc = _q("tag", root, "--label", label, weights=tiny_weights_file, code=2)
+        assert len(proc.stderr.splitlines()) == 1 and "--label" in proc.stderr
+        assert _tree(root) == before

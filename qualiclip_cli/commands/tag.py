@@ -72,6 +72,7 @@ def tag(
 
     thresholds = pr.parse_tiers(tiers)
     xmp.rating_for(0.5, thresholds, reject_below)  # validates --reject-below before any scoring
+    xmp.check_label(label)
 
     choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
     scoring = run_scoring(choices)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 import threading
 import xml.etree.ElementTree as ET
@@ -108,6 +109,17 @@ def rating_for(score: float, thresholds: Sequence[float] = DEFAULT_TIER_THRESHOL
         if score < reject_below:
             return REJECT_RATING
     return assign_tier(score, thresholds)
+
+
+# Characters XML 1.0 cannot hold (most C0 controls, lone surrogates such as undecodable argv bytes, U+FFFE/F).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def check_label(label: str | None) -> None:
+    """Refuse a label no XMP sidecar can hold (UsageError), before anything is scored or written."""
+    if label is not None and _NOT_XML.search(label):
+        raise UsageError(f"--label must be text a sidecar can hold (valid UTF-8, no control characters), "
+                         f"got {label!r}")
 
 
 def sidecar_path(photo: str | os.PathLike, naming: str = "adobe", index: DirectoryIndex | None = None) -> Path:
