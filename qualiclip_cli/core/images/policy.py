@@ -15,6 +15,14 @@ from qualiclip_cli.core.errors import ImageError
 #: 900 MB before conversion copies; beyond that a file is more likely a decompression bomb than a photo.
 DECODE_PIXEL_LIMIT = 300_000_000
 
+#: Bytes that the decodes of one run may hold at once by default (`decode.MemoryBudget`), and so the most that one
+#: file may cost: a 289 MP RGB PNG costs ~1.2 GB, two of them would not fit together.
+DEFAULT_DECODE_MEMORY = 2_000_000_000
+
+#: Rows of the decoded image are converted, oriented and resized in bands of about this many bytes of Pillow's
+#: storage, so no full-size copy of the image is ever made besides Pillow's own.
+BAND_BYTES = 4 * 1024 * 1024
+
 #: QualiCLIP's trunk downsamples by 32: a scored image must be at least 32 px on each side.
 MIN_SIDE = 32
 
@@ -81,6 +89,56 @@ def check_min_side(path: Path, size: tuple[int, int], original: tuple[int, int],
         path,
         f"image is {w}×{h} px after downscaling to a {max_side} px long side (original {ow}×{oh}); "
         f"QualiCLIP needs at least {MIN_SIDE}×{MIN_SIDE}",
+    )
+
+
+def storage_bytes(mode: str) -> int:
+    """Bytes per pixel of Pillow's in-memory image in ``mode`` (it keeps 2- and 3-band images in 4 bytes)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4
+
+
+#: Formats whose codec decodes into a buffer of its own that Pillow then copies (4 bytes a pixel at most).
+_COPYING_CODECS = frozenset({"WEBP", "HEIF", "AVIF"})
+
+
+def decode_cost(mode: str, decoded: tuple[int, int], target: tuple[int, int], fmt: str | None = None) -> int:
+    """Estimated peak bytes of decoding one image in ``mode`` stored as ``decoded`` (width, height, after any DCT
+    scaling) and scored at ``target``: Pillow's image, the codec's own buffer where it has one, the resize's
+    intermediate (all rows at the target width), the result, and the working bands."""
+    w, h = decoded
+    tw, th = target
+    cost = w * h * storage_bytes(mode)
+    if fmt in _COPYING_CODECS:
+        cost += w * h * 4
+    if (tw, th) not in ((w, h), (h, w)):
+        cost += max(w, h) * max(tw, th) * 3  # rows at the target width (either orientation)
+    cost += tw * th * 3
+    if mode in ("I", "F"):  # their bands also pass through float64
+        cost += BAND_BYTES * 4
+    return cost + BAND_BYTES * 6  # a band: Pillow's crop, its bytes, the RGB array, the resized rows
+
+
+def format_bytes(n: int) -> str:
+    """1.2 GB, 850 MB, 64 kB (decimal units, as the budget is written)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} B"
+
+
+def check_cost(path: Path, header: tuple[int, int], cost: int, budget: int) -> None:
+    """Refuse, before decoding, an image whose estimated cost is over the whole decode-memory budget."""
+    if cost <= budget:
+        return
+    w, h = header
+    raise ImageError(
+        path,
+        f"image is {w}×{h} px ({_mp(w * h)}) and needs ~{format_bytes(cost)} to decode, over the "
+        f"{format_bytes(budget)} decode-memory budget; not decoded",
     )
 
 

@@ -30,3 +30,4 @@ class ScoreOptions:
     rescore: bool = False
     max_pixels: int | None = None  # None: DEFAULT_NATIVE_MAX_PIXELS at native resolution, no limit otherwise
     decoder: Decoder = "auto"  # see scorer.pick_decoder
+    decode_memory: int | None = None  # bytes all decodes in flight may hold; None: policy.DEFAULT_DECODE_MEMORY

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qualiclip_cli.core.errors import UsageError, first_line
-from qualiclip_cli.core.images.policy import scoring_identity
+from qualiclip_cli.core.images.policy import DEFAULT_DECODE_MEMORY, scoring_identity
 from qualiclip_cli.core.model.runtime import Runtime, make_runtime, reuse_freed_memory
 from qualiclip_cli.core.model.weights import ResolvedWeights
 from qualiclip_cli.core.pipeline.options import DECODERS, DEFAULT_NATIVE_MAX_PIXELS, ScoreOptions
@@ -45,6 +45,8 @@ class Scorer:
         from qualiclip_cli.core.model.inference import prepare_for_inference
         from qualiclip_cli.core.model.qualiclip import load_qualiclip
 
+        if options.decode_memory is not None and options.decode_memory <= 0:
+            raise UsageError("the decode memory budget must be a positive number of bytes")
         self.weights = weights
         self.options = options
         self.runtime = make_runtime(options.device, options.precision)
@@ -77,6 +79,9 @@ class Scorer:
         self.max_pixels = options.max_pixels
         if self.max_pixels is None and options.max_side == 0:
             self.max_pixels = DEFAULT_NATIVE_MAX_PIXELS
+        # Shared by every decode thread (and the nvjpeg decoder's CPU fallbacks): the estimated bytes of the
+        # decodes in flight never exceed it, and a file that would need more than all of it is an error row.
+        self.decode_budget = _memory_budget(options.decode_memory or DEFAULT_DECODE_MEMORY)
 
     # ------------------------------------------------------------------ model
 
@@ -118,7 +123,8 @@ class Scorer:
 
         # With nvjpeg the cache identity says "no draft": keep the CPU fallbacks to the same policy.
         draft = self.options.draft and self.decoder == "pillow"
-        return decode_image(path, self.options.max_side, draft=draft, max_pixels=self.max_pixels)
+        return decode_image(path, self.options.max_side, draft=draft, max_pixels=self.max_pixels,
+                            budget=self.decode_budget)
 
     # ------------------------------------------------------------------ pipeline
 
@@ -146,6 +152,12 @@ class Scorer:
             (item, ScoreRecord(path=item.display, score=score, pairs=pairs, width=item.width, height=item.height))
             for item, (score, pairs) in zip(items, results)
         ]
+
+
+def _memory_budget(total: int):
+    from qualiclip_cli.core.images.decode import MemoryBudget
+
+    return MemoryBudget(total)
 
 
 def open_cache(scorer: Scorer, enabled: bool = True) -> ResultsCache | None:
