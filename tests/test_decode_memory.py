@@ -242,6 +242,42 @@ def test_file_over_the_whole_budget_is_refused_before_decoding(tmp_path, monkeyp
     assert budget.in_flight == 0
 
 
+def test_cli_budget_option_gives_an_error_row_and_exit_3(tmp_path, tiny_weights_file):
+    from cli_support import natural_image, run_cli
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    header_only_png(folder / "huge.png", 17000, 17000)
+    natural_image("astronaut").save(folder / "ok.jpg", quality=92)
+    result = run_cli("score", folder, "--weights", tiny_weights_file, "--no-cache", "--format", "jsonl",
+                     "--decode-memory", "500MB")
+    assert result.exit_code == 3, result.stderr
+    import json
+
+    rows = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    assert rows["ok.jpg"]["status"] == "ok"
+    assert rows["huge.png"]["status"] == "error"
+    assert "needs ~1.2 GB to decode, over the 500 MB decode-memory budget" in rows["huge.png"]["error"]
+    assert "Traceback" not in result.stderr
+    bad = run_cli("score", folder, "--weights", tiny_weights_file, "--decode-memory", "lots")
+    assert bad.exit_code == 2
+    assert "--decode-memory must be a size such as 2GB" in bad.stderr
+
+
+def test_parse_memory_size():
+    from qualiclip_cli.commands.options import parse_memory_size
+    from qualiclip_cli.core.errors import UsageError
+
+    assert parse_memory_size("2GB") == 2_000_000_000
+    assert parse_memory_size("1.5 g") == 1_500_000_000
+    assert parse_memory_size("800MB") == 800_000_000
+    assert parse_memory_size("512MiB") == 512 * 2**20
+    assert parse_memory_size("123456") == 123456
+    for bad in ("", "0", "0GB", "-1GB", "2 XB", "GB", "1e9"):
+        with pytest.raises(UsageError):
+            parse_memory_size(bad)
+
+
 # -- a real decode's peak, in a child process ----------------------------------------------------------
 
 _PEAK_CHILD = textwrap.dedent("""

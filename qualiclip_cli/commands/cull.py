@@ -48,6 +48,7 @@ def cull(
     workers: opt.Workers = None,
     decoder: opt.Decoder = "auto",
     max_pixels: opt.MaxPixels = None,
+    decode_memory: opt.DecodeMemory = None,
     no_cache: opt.NoCache = False,
     rescore: opt.Rescore = False,
     weights: opt.Weights = None,

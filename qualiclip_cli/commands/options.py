@@ -57,6 +57,32 @@ MaxPixels = Annotated[
     typer.Option("--max-pixels", min=1, help="Refuse images above this many pixels as scored \\[default: 50,000,000 at native size]."),
 ]
 
+DecodeMemory = Annotated[
+    Optional[str],
+    typer.Option("--decode-memory", help="Memory that the images being decoded may take at once, e.g. 2GB or 800MB; "
+                 "an image that alone needs more is an error row, not decoded \\[default: 2GB]."),
+]
+
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+                 "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_memory_size(value: str, option: str = "--decode-memory") -> int:
+    """'2GB', '1.5 G', '800MB', '512MiB', '1000000' (bytes) to a positive number of bytes (kB/MB/GB are powers
+    of 1000, KiB/MiB/GiB of 1024)."""
+    import re
+
+    from qualiclip_cli.core.errors import UsageError
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", value)
+    unit = match and _MEMORY_UNITS.get(match[2].lower())
+    if not match or unit is None:
+        raise UsageError(f"{option} must be a size such as 2GB, 800MB or 512MiB, not {value!r}")
+    size = int(float(match[1]) * unit)
+    if size <= 0:
+        raise UsageError(f"{option} must be more than 0 bytes, not {value!r}")
+    return size
+
 
 def parse_max_side(value: str) -> int:
     from qualiclip_cli.core.errors import UsageError
@@ -94,6 +120,7 @@ class ScoringChoices:
     weights: Path | None = None
     offline: bool = False
     max_pixels: int | None = None
+    decode_memory: str | None = None
     decoder: DecoderChoice = "auto"
 
     @classmethod
@@ -118,6 +145,7 @@ class ScoringChoices:
             max_side=parse_max_side(self.max_side), draft=self.jpeg_draft, batch_size=self.batch_size,
             device=self.device, precision=self.precision, workers=self.workers, use_cache=not self.no_cache,
             rescore=self.rescore, max_pixels=self.max_pixels, decoder=self.decoder,
+            decode_memory=None if self.decode_memory is None else parse_memory_size(self.decode_memory),
         )
 
     def walk(self):

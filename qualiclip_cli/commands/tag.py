@@ -51,6 +51,7 @@ def tag(
     workers: opt.Workers = None,
     decoder: opt.Decoder = "auto",
     max_pixels: opt.MaxPixels = None,
+    decode_memory: opt.DecodeMemory = None,
     no_cache: opt.NoCache = False,
     rescore: opt.Rescore = False,
     weights: opt.Weights = None,
