@@ -18,6 +18,8 @@ def run_scoring(choices: ScoringChoices, skip_under: Sequence[Path] = ()) -> Sco
     `skip_under` (e.g. the quarantine) are left out before scoring."""
     import contextlib
 
+    from rich.markup import escape
+
     from qualiclip_cli.commands.weights_progress import announce_download, download_bar
     from qualiclip_cli.core.pipeline.run import score_paths
 
@@ -39,6 +41,7 @@ def run_scoring(choices: ScoringChoices, skip_under: Sequence[Path] = ()) -> Sco
             choices.paths, walk=choices.walk(), options=choices.score_options(), weights=choices.weights,
             offline=choices.offline, skip_under=skip_under, on_start=on_start,
             on_record=on_record, on_download_start=announce_download, on_download_progress=on_bytes,
+            on_warning=lambda message: warn(escape(message)),
         )
 
 

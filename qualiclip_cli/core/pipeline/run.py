@@ -55,12 +55,15 @@ def score_paths(
     on_record: Callable[[ScoreRecord], None] | None = None,
     on_download_start: Callable[[Path, str], None] | None = None,
     on_download_progress: ProgressCallback | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> ScoringRun:
     """Score every image under ``paths``; one record per file found, failures included (status "error").
 
     Files under any folder of ``skip_under`` (e.g. the quarantine) are left out before scoring.
     ``on_start(n)`` is called with the number of files to score once the walk is done, ``on_record(record)``
-    once per record as it is handed out; the download callbacks as in `weights.resolve_weights`.
+    once per record as it is handed out; the download callbacks as in `weights.resolve_weights`;
+    ``on_warning(message)`` with each one-line warning that is not about one file (the results cache: damaged and
+    set aside, locked, or not usable; the run goes on either way).
     """
     found = list(find_images(
         paths, recursive=walk.recursive, include=walk.include, exclude=walk.exclude, hidden=walk.hidden,
@@ -74,7 +77,7 @@ def score_paths(
                                on_download_start=on_download_start)
     start = time.perf_counter()
     scorer = Scorer(resolved, options)
-    cache = open_cache(scorer, options.use_cache)
+    cache = open_cache(scorer, options.use_cache, warn=on_warning)
     if on_start is not None:
         on_start(len(found))
     try:

@@ -160,11 +160,12 @@ def _memory_budget(total: int):
     return MemoryBudget(total)
 
 
-def open_cache(scorer: Scorer, enabled: bool = True) -> ResultsCache | None:
-    """The results cache for this scorer's weights and identity, or None when disabled."""
+def open_cache(scorer: Scorer, enabled: bool = True, warn: Callable[[str], None] | None = None) -> ResultsCache | None:
+    """The results cache for this scorer's weights and identity, or None when disabled. ``warn`` receives its
+    one-line warnings (a damaged cache set aside, a locked one, one turned off); the cache never raises."""
     if not enabled:
         return None
     from qualiclip_cli.core.paths import results_cache_path
     from qualiclip_cli.core.pipeline.cache import ResultsCache
 
-    return ResultsCache(results_cache_path(), scorer.weights.sha256, scorer.identity)
+    return ResultsCache(results_cache_path(), scorer.weights.sha256, scorer.identity, warn=warn)
