@@ -265,3 +265,43 @@ def test_inline_decoding_gives_the_same_records(tmp_path, tiny_weights_file):
     inline = run_cli("score", tmp_path / "p", "--workers", "0", *common)
     assert threaded.exit_code == inline.exit_code == 3
     assert _jsonl(threaded.stdout) == _jsonl(inline.stdout)
+
+
+@pytest.fixture(scope="module")
+def nan_weights_file(tiny_weights_file, tmp_path_factory):
+    """The tiny weights with one NaN in the attention pool's output projection: every score is NaN, as
+    diverged fine-tuned weights give."""
+    import torch
+
+    weights = torch.load(tiny_weights_file, weights_only=True)
+    weights["clip_model.visual.attnpool.c_proj.weight"][0, 0] = float("nan")
+    path = tmp_path_factory.mktemp("nan") / "nan.pth"
+    torch.save(weights, path)
+    return path
+
+
+def test_nan_score_is_an_error_row_never_cached(tmp_path, nan_weights_file, isolated_home):
+    make_photo_dir(tmp_path / "p", names=("astronaut", "coffee"))
+    result = run_cli("score", tmp_path / "p", "--format", "jsonl", "--details", "--weights", nan_weights_file)
+    assert result.exit_code == 3, result.stderr
+    assert "NaN" not in result.stdout.replace("the model produced NaN", "")  # no NaN value in the JSON
+    rows = _jsonl(result.stdout)  # strict JSON: json.loads would accept NaN, so check the text above too
+    assert [(r["status"], r["score"], r["pairs"]) for r in rows] == [("error", None, None)] * 2
+    assert all(r["error"].startswith("the model produced NaN") for r in rows)
+    assert result.stderr.count("the model produced NaN") == 2  # one warning per file
+    out = tmp_path / "out.jsonl"
+    result = run_cli("score", tmp_path / "p", "-o", out, "--weights", nan_weights_file)
+    assert result.exit_code == 3
+    assert "NaN" not in out.read_text().replace("the model produced NaN", "")
+    assert [r["status"] for r in _jsonl(out.read_text())] == ["error"] * 2
+    db = sqlite3.connect(isolated_home / "results.sqlite3")
+    assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
+    db.close()
+
+
+def test_cull_below_never_silently_keeps_a_nan(tmp_path, nan_weights_file):
+    make_photo_dir(tmp_path / "p", names=("astronaut", "coffee"))
+    result = run_cli("cull", tmp_path / "p", "--below", "1.0", "--action", "move", "--weights", nan_weights_file)
+    assert result.exit_code == 3, result.stderr  # not "nothing to do", exit 0
+    assert result.stderr.count("the model produced NaN") >= 2
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["IMG_0000.jpg", "IMG_0001.jpg"]

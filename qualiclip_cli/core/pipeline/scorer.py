@@ -7,6 +7,7 @@ loads: the scorer waits for it (and its verdict) before it scores anything.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -148,10 +149,16 @@ class Scorer:
                     out += self.score_bucket([item])
                 return out
             return [(items[0], ScoreRecord.failure(items[0].display, f"scoring failed: {first_line(exc)}"))]
-        return [
-            (item, ScoreRecord(path=item.display, score=score, pairs=pairs, width=item.width, height=item.height))
-            for item, (score, pairs) in zip(items, results)
-        ]
+        return [(item, _record(item, score, pairs)) for item, (score, pairs) in zip(items, results)]
+
+
+def _record(item: Ready, score: float, pairs: dict[str, float]) -> ScoreRecord:
+    """The record of one scored image; a NaN or infinite output (e.g. diverged weights) is an error row."""
+    values = [score, *pairs.values()]
+    if not all(math.isfinite(v) for v in values):
+        what = "NaN" if any(math.isnan(v) for v in values) else "an infinite value"
+        return ScoreRecord.failure(item.display, f"the model produced {what} (damaged or diverged weights?)")
+    return ScoreRecord(path=item.display, score=score, pairs=pairs, width=item.width, height=item.height)
 
 
 def _memory_budget(total: int):
