@@ -245,3 +245,170 @@ def test_import_copies_checks_and_pins(tiny_weights_file, tiny_spec, isolated_ho
     assert path == isolated_home / "qualiclip.pth"
     assert W.read_recorded_hash(path) == W.sha256_file(tiny_weights_file)
     assert W.resolve_weights(spec=tiny_spec).source == "cache"
+
+
+# ------------------------------------------------------------------ what is hashed is what is loaded
+
+def _swap_after_hashing(monkeypatch, target, replacement):
+    """Rename ``replacement`` over ``target`` right after the weights hash is computed (whichever function
+    computes it), and hold the model's load until then: the window a timing race would have to hit, every time."""
+    import threading
+
+    from qualiclip_cli.core.model import qualiclip
+
+    swapped = []
+    done = threading.Event()
+
+    def hook(real):
+        def hashed_then_swapped(*args):
+            digest = real(*args)
+            if not swapped:
+                os.replace(replacement, target)
+                swapped.append(digest)
+                done.set()
+            return digest
+        return hashed_then_swapped
+
+    def after_the_swap(real):
+        def load(*args, **kwargs):
+            done.wait(timeout=60)  # the hash runs in a thread of its own: never deadlocks, bounded anyway
+            return real(*args, **kwargs)
+        return load
+
+    monkeypatch.setattr(W, "sha256_file", hook(W.sha256_file))
+    monkeypatch.setattr(qualiclip, "load_weights_dict", after_the_swap(qualiclip.load_weights_dict))
+    if hasattr(W, "sha256_open_file"):  # hashing through the open file the scorer then loads
+        monkeypatch.setattr(W, "sha256_open_file", hook(W.sha256_open_file))
+        monkeypatch.setattr(qualiclip, "load_weights_file", after_the_swap(qualiclip.load_weights_file))
+    return swapped
+
+
+def test_a_file_swapped_after_its_hash_is_refused_before_scoring(tmp_path, tiny_weights_file, monkeypatch):
+    from qualiclip_cli.core.pipeline.options import ScoreOptions
+    from qualiclip_cli.core.pipeline.scorer import Scorer
+
+    from tiny_weights import write_tiny_weights
+
+    path = tmp_path / "weights.pth"
+    path.write_bytes(tiny_weights_file.read_bytes())
+    swapped = _swap_after_hashing(monkeypatch, path, write_tiny_weights(tmp_path / "other.pth", seed=7))
+    resolved = W.resolve_weights(path)  # hashed now; the scorer loads later
+    assert swapped == [W.sha256_file(tiny_weights_file)] == [resolved.sha256]
+    with pytest.raises(WeightsError, match="changed after it was checked"):
+        Scorer(resolved, ScoreOptions(use_cache=False))
+
+
+def test_pinned_file_swapped_while_a_run_starts_is_not_scored_under_the_pin(
+        tmp_path, tiny_weights_file, tiny_spec, isolated_home, monkeypatch):
+    import sqlite3
+
+    from qualiclip_cli.core.pipeline.options import ScoreOptions
+    from qualiclip_cli.core.pipeline.run import score_paths
+
+    from cli_support import make_photo_dir
+    from tiny_weights import write_tiny_weights
+
+    make_photo_dir(tmp_path / "p", names=("astronaut", "coffee"))
+    pinned = W.import_weights(tiny_weights_file, spec=tiny_spec)
+    pin = W.read_recorded_hash(pinned)
+    reference = [r.score for r in score_paths([tmp_path / "p"], options=ScoreOptions(use_cache=False)).records]
+    other = write_tiny_weights(tmp_path / "other.pth", seed=7)
+    other_scores = [r.score for r in score_paths([tmp_path / "p"], weights=other,
+                                                 options=ScoreOptions(use_cache=False)).records]
+    assert other_scores != reference  # the swap would show in the scores
+    swapped = _swap_after_hashing(monkeypatch, pinned, other)
+    run = score_paths([tmp_path / "p"])  # the pinned file from the cache dir, hashed in the background
+    assert swapped == [pin]
+    assert run.weights_sha256 == pin
+    assert [r.score for r in run.records] == reference  # the bytes that were hashed are the bytes scored
+    db = sqlite3.connect(isolated_home / "results.sqlite3")
+    assert sorted(db.execute("SELECT weights, score FROM results").fetchall()) == sorted((pin, s) for s in reference)
+    db.close()
+
+
+# ------------------------------------------------------------------ verify and import
+
+@pytest.fixture(scope="module")
+def nan_weights_file(tiny_weights_file, tmp_path_factory):
+    weights = layout.load_weights_dict(tiny_weights_file, mmap=False)
+    weights["clip_model.visual.layer3.0.conv2.weight"][0, 0, 0, 0] = float("nan")
+    weights["clip_model.visual.attnpool.c_proj.bias"][3] = float("inf")
+    path = tmp_path_factory.mktemp("nan") / "diverged.pth"
+    torch.save(weights, path)
+    return path
+
+
+def test_verify_reports_non_finite_tensors(nan_weights_file, tiny_weights_file):
+    from cli_support import run_cli
+
+    result = run_cli("weights", "verify", nan_weights_file)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "clip_model.visual.layer3.0.conv2.weight holds NaN or infinite values (and 1 more tensor)" in lines[0]
+    assert str(nan_weights_file) in lines[0]
+    assert result.stdout == ""
+    good = run_cli("weights", "verify", tiny_weights_file)
+    assert good.exit_code == 0 and ": ok (sha256 " in good.stdout
+
+
+def _no_copying(monkeypatch):
+    import shutil
+
+    copies = []
+    monkeypatch.setattr(shutil, "copyfile", lambda *a, **k: copies.append(a))
+    monkeypatch.setattr(shutil, "copyfileobj", lambda *a, **k: copies.append(a))
+    return copies
+
+
+@pytest.mark.parametrize("content", ["junk", "other tensors"])
+def test_import_checks_the_structure_before_copying(tmp_path, tiny_spec, isolated_home, monkeypatch, content):
+    source = tmp_path / "download.pth"
+    if content == "junk":
+        source.write_bytes(os.urandom(1 << 20))  # e.g. an HTML error page or a truncated download
+    else:
+        torch.save({"model.weight": torch.zeros(64, 64)}, source)  # a PyTorch file of something else
+    copies = _no_copying(monkeypatch)
+    with pytest.raises(WeightsError, match="nothing was installed") as err:
+        W.import_weights(source, spec=tiny_spec)
+    assert str(source) in str(err.value) and "\n" not in str(err.value)
+    assert copies == []  # refused before a byte was copied
+    assert not isolated_home.exists() or list(isolated_home.iterdir()) == []
+
+
+def test_import_refuses_non_finite_weights(nan_weights_file, tiny_spec, isolated_home):
+    with pytest.raises(WeightsError, match="holds NaN or infinite values"):
+        W.import_weights(nan_weights_file, spec=tiny_spec)
+    assert not (isolated_home / "qualiclip.pth").exists()
+
+
+def test_import_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_weights_file, tiny_spec,
+                                                               isolated_home, monkeypatch):
+    import errno
+    import shutil
+
+    from cli_support import run_cli
+
+    def full_disk_copyfileobj(src, dst, *args, **kwargs):
+        dst.write(src.read(4096))  # some bytes got out before the disk filled up
+        dst.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def full_disk_copyfile(src, dst, *args, **kwargs):
+        with open(src, "rb") as s, open(dst, "wb") as d:
+            full_disk_copyfileobj(s, d)
+
+    monkeypatch.setattr(shutil, "copyfileobj", full_disk_copyfileobj)
+    monkeypatch.setattr(shutil, "copyfile", full_disk_copyfile)
+    with pytest.raises(WeightsError, match="No space left on device.*nothing was installed"):
+        W.import_weights(tiny_weights_file, spec=tiny_spec)
+    assert list(isolated_home.iterdir()) == []  # no partial file, no hash record
+    for key in list(W.QUALICLIP.expected_shapes):  # the command installs the official record: pin the tiny shapes
+        monkeypatch.delitem(W.QUALICLIP.expected_shapes, key)
+    for key, shape in tiny_spec.expected_shapes.items():
+        monkeypatch.setitem(W.QUALICLIP.expected_shapes, key, shape)
+    result = run_cli("weights", "import", tiny_weights_file)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "internal error" not in lines[0], lines
+    assert list(isolated_home.iterdir()) == []

@@ -57,7 +57,8 @@ def path() -> None:
 def verify(
     file: Annotated[Path | None, typer.Argument(help="File to check \\[default: the installed one].", show_default=False)] = None,
 ) -> None:
-    """Check a weights file: loads safely, has the QualiCLIP layout, and matches its pinned SHA-256."""
+    """Check a weights file: loads safely, has the QualiCLIP layout, holds no NaN or infinite values, and matches
+    its pinned SHA-256."""
     from qualiclip_cli.core.model import layout
     from qualiclip_cli.core.model import weights as W
 
@@ -65,5 +66,7 @@ def verify(
     if file is None and not target.exists():
         raise W.WeightsError(f"{target}: no weights installed; run `qualiclip weights download` or `qualiclip weights import FILE`")
     digest = W.verify_recorded_hash(target) if W.read_recorded_hash(target) else W.sha256_file(target)
-    layout.validate_weights(layout.load_weights_dict(target), target, W.QUALICLIP.expected_shapes if file is None else None)
+    loaded = layout.load_weights_dict(target)
+    layout.validate_weights(loaded, target, W.QUALICLIP.expected_shapes if file is None else None)
+    layout.check_finite(loaded, target)
     typer.echo(f"{target}: ok (sha256 {digest})")

@@ -12,7 +12,7 @@ import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from qualiclip_cli.core.errors import WeightsError, first_line
 
@@ -50,13 +50,23 @@ def join_weights(clip_sd: Mapping[str, object], prompts_features, visual_sd: Map
 
 def load_weights_dict(path: Path, mmap: bool = True) -> dict:
     """torch.load with weights_only=True; every failure becomes a one-line WeightsError naming the file."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
+    return _load(path, path, mmap)
+
+
+def load_weights_file(file: BinaryIO, path: Path | str) -> dict:
+    """`load_weights_dict` from a file already open (binary, at its start; ``path`` names it in messages): what
+    is loaded is the open file, whatever is renamed over ``path`` meanwhile."""
+    return _load(file, Path(path), mmap=False)
+
+
+def _load(source, path: Path, mmap: bool) -> dict:
+    import torch
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        obj = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc) or "Unsupported" in str(exc) or "global" in str(exc).lower():
             raise WeightsError(
@@ -66,7 +76,7 @@ def load_weights_dict(path: Path, mmap: bool = True) -> dict:
         raise WeightsError(f"{path}: not a readable weights file ({first_line(exc)})") from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         if mmap and "mmap" in str(exc):  # legacy (non-zip) format can't be memory-mapped
-            return load_weights_dict(path, mmap=False)
+            return _load(source, path, mmap=False)
         raise WeightsError(f"{path}: corrupted or not a PyTorch weights file ({first_line(exc)})") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
@@ -112,3 +122,19 @@ def validate_weights(weights: dict, path: Path | str, expected_shapes: Mapping[s
         raise WeightsError(f"{path}: prompts_features has shape {tuple(prompts.shape)}, expected (14, {cfg.output_dim})")
     if not torch.isfinite(prompts).all():
         raise WeightsError(f"{path}: prompts_features contains NaN or infinite values")
+
+
+def non_finite_tensors(weights: Mapping[str, object]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinite value (diverged or damaged weights)."""
+    import torch
+
+    return [k for k, v in weights.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(weights: Mapping[str, object], path: Path | str) -> None:
+    """Refuse weights with NaN or infinite values, naming the first such tensor (one line)."""
+    bad = non_finite_tensors(weights)
+    if bad:
+        more = f" (and {len(bad) - 1} more tensor{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+        raise WeightsError(f"{path}: tensor {bad[0]} holds NaN or infinite values{more}: damaged or diverged weights")

@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from qualiclip_cli.core.model.architecture import ModifiedResNet, VisualConfig
-from qualiclip_cli.core.model.layout import load_weights_dict, split_weights, validate_weights, visual_state_dict
+from qualiclip_cli.core.model.layout import (
+    load_weights_dict,
+    load_weights_file,
+    split_weights,
+    validate_weights,
+    visual_state_dict,
+)
 from qualiclip_cli.core.model.prompts import CLIP_MEAN, CLIP_STD, LOGIT_SCALE, PROMPT_PAIRS
 
 MIN_SIDE = 32  # the trunk downsamples by 32; smaller images have no spatial token
@@ -81,8 +87,12 @@ class QualiCLIP(nn.Module):
         return ScoreOutput(scores=scores, pair_probs=probs, embeddings=emb)
 
 
-def load_qualiclip(path, expected_shapes=None) -> QualiCLIP:
-    """Load and structurally check a weights file, then build the scorer (CPU, fp32, eval mode)."""
-    weights = load_weights_dict(path)
+def load_qualiclip(path, expected_shapes=None, file=None) -> QualiCLIP:
+    """Load and structurally check a weights file, then build the scorer (CPU, fp32, eval mode).
+
+    ``file``: the file already open (binary; ``path`` then only names it in messages), see
+    `weights.ResolvedWeights.open_for_loading`.
+    """
+    weights = load_weights_dict(path) if file is None else load_weights_file(file, path)
     validate_weights(weights, path, expected_shapes)
     return QualiCLIP.from_weights(weights)

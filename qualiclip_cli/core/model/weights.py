@@ -3,11 +3,14 @@
 Resolution order (first that applies): explicit path (`--weights`) > `QUALICLIP_WEIGHTS` > the cache dir
 (`paths.cache_dir()`) > a download on first use (unless offline). Downloads land in a temporary file and are
 renamed into place only when complete and structurally valid; the SHA-256 of the first good file is recorded
-beside it and checked on every later load. Loading never unpickles objects (`weights_only=True`).
+beside it and checked on every later load. What is hashed is what is loaded: the scorer's weights file is opened
+once, and both the hash and the model are read through that open file, so a file renamed over the pinned one
+while a run starts is never scored under the pinned hash. Loading never unpickles objects (`weights_only=True`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import threading
@@ -15,12 +18,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from qualiclip_cli.core import paths
 from qualiclip_cli.core.atomic import atomic_write_text, fsync_dir
 from qualiclip_cli.core.errors import OfflineError, WeightsError, first_line
 from qualiclip_cli.core.hashing import sha256_file
-from qualiclip_cli.core.model.layout import load_weights_dict, validate_weights
+from qualiclip_cli.core.model.layout import check_finite, load_weights_dict, validate_weights
 
 # progress(done_bytes, total_bytes or None); called from the download loop.
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -73,18 +77,37 @@ QUALICLIP = WeightsSpec(
 )
 
 
+class _Opened:
+    """The weights file as opened by the hashing thread: the loader's handle on it, taken once."""
+
+    def __init__(self) -> None:
+        self.future: Future | None = Future()
+
+    def take(self) -> BinaryIO | None:
+        """The handle (waiting for the open), or None once taken."""
+        future, self.future = self.future, None
+        return None if future is None else future.result()
+
+    def __del__(self) -> None:  # never taken (no scorer was built): close it quietly
+        future = self.future
+        if future is not None and future.done() and future.exception() is None:
+            future.result().close()
+
+
 @dataclass(frozen=True)
 class ResolvedWeights:
     """A weights file to load, its SHA-256 and where it was found.
 
-    With ``resolve_weights(..., hash_in_background=True)`` the hash (and, for the cache, its check against the
-    recorded one) is still running in a thread while the caller loads the file: reading `sha256` waits for it
-    and raises its WeightsError, so read it before trusting anything computed from the file.
+    With ``resolve_weights(..., hash_in_background=True)`` the file is opened once and the hash (and, for the
+    cache, its check against the recorded one) runs in a thread through that open file while the caller loads
+    the same file (`open_for_loading`): reading `sha256` waits for it and raises its WeightsError, so read it
+    before trusting anything computed from the file.
     """
 
     path: Path
     _sha256: str | Future  # the digest, or a Future of it
     source: str  # "argument", "environment", "cache", "download"
+    _opened: _Opened | None = field(default=None, compare=False, repr=False)
 
     @property
     def sha256(self) -> str:
@@ -96,22 +119,88 @@ class ResolvedWeights:
         WeightsError for a file that is not the one pinned."""
         return self._sha256.result() if isinstance(self._sha256, Future) else self._sha256
 
+    def open_for_loading(self) -> BinaryIO:
+        """The file to load (binary, at its start), whose SHA-256 is `sha256`: the very open file the background
+        hash reads (once), else the file opened now, hashed through that handle and refused (WeightsError)
+        unless it still has that digest. A file renamed over `path` meanwhile changes nothing: an open file
+        keeps the content that was hashed, so nothing computed from another file is credited to this hash."""
+        f = self._opened.take() if self._opened is not None else None
+        if f is not None:
+            return f
+        f = _open(self.path)
+        try:
+            actual, expected = _sha256_open_file(f.fileno(), self.path), self.sha256
+        except BaseException:
+            f.close()
+            raise
+        if actual != expected:
+            f.close()
+            raise WeightsError(
+                f"{self.path}: changed after it was checked (SHA-256 {actual[:12]}… instead of {expected[:12]}…); "
+                "nothing was scored"
+            )
+        return f
 
-def _in_background(fn: Callable[..., str], *args) -> Future:
-    """Run ``fn(*args)`` in a daemon thread (hashlib releases the GIL: it overlaps a torch.load of the file)."""
-    future: Future = Future()
+
+def _open_and_hash(path: Path, verify: Callable[[str], str]) -> tuple[_Opened, Future]:
+    """Open ``path`` once in a daemon thread and hand that handle to the loader; then hash the same open file
+    (through a duplicate descriptor, with positional reads that leave the loader's offset alone) and return
+    ``verify(digest)``. hashlib releases the GIL: the hash overlaps the load."""
+    opened = _Opened()
+    handle, digest = opened.future, Future()
 
     def run() -> None:
         try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # delivered to whoever reads the digest
-            future.set_exception(exc)
+            f = _open(path)
+            try:
+                fd = os.dup(f.fileno())  # the loader closes its handle whenever it is done
+            except OSError as exc:
+                f.close()
+                raise WeightsError(f"{path}: cannot read the weights file ({exc.strerror or exc})") from None
+        except BaseException as exc:  # delivered to whoever opens the file or reads the digest
+            handle.set_exception(exc)
+            digest.set_exception(exc)
+            return
+        handle.set_result(f)
+        try:
+            digest.set_result(verify(_sha256_open_file(fd, path)))
+        except BaseException as exc:
+            digest.set_exception(exc)
+        finally:
+            os.close(fd)
 
     threading.Thread(target=run, name="weights-sha256", daemon=True).start()
-    return future
+    return opened, digest
+
+
+def _open(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read the weights file ({exc.strerror or exc})") from None
 
 
 # --------------------------------------------------------------------------------------------- hashing
+
+def sha256_open_file(fd: int) -> str:
+    """SHA-256 of an open file's whole content, read with os.pread: the descriptor's offset (shared with its
+    duplicates) never moves, so a loader may read the same open file meanwhile."""
+    digest = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, _CHUNK, offset):
+        digest.update(chunk)  # releases the GIL
+        offset += len(chunk)
+    return digest.hexdigest()
+
+
+def _sha256_open_file(fd: int, path: Path) -> str:
+    if not hasattr(os, "pread"):  # Windows: a file held open cannot be replaced, so the path is the same file
+        return sha256_file(path)
+    try:
+        return sha256_open_file(fd)
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read the weights file ({exc.strerror or exc})") from None
+
 
 def hash_record_path(weights_path: Path) -> Path:
     return weights_path.with_name(weights_path.name + ".sha256")
@@ -136,7 +225,12 @@ def check_weights_file(path: Path, origin: str, spec: WeightsSpec = QUALICLIP) -
     if spec.check is not None:
         spec.check(Path(path), origin, spec)
     else:
-        validate_weights(load_weights_dict(path), origin, spec.expected_shapes)
+        _check_loaded(load_weights_dict(path), origin, spec)
+
+
+def _check_loaded(weights: dict, origin: str, spec: WeightsSpec) -> None:
+    validate_weights(weights, origin, spec.expected_shapes)
+    check_finite(weights, origin)
 
 
 # --------------------------------------------------------------------------------------------- resolution
@@ -159,22 +253,26 @@ def resolve_weights(
 ) -> ResolvedWeights:
     """Find (or fetch) the weights file to use. Never touches the network when offline.
 
-    ``hash_in_background``: hash (and verify) an existing file in a thread, see `ResolvedWeights`.
+    ``hash_in_background``: open an existing file once and hash (and verify) it in a thread, for the caller to
+    load the same open file (`ResolvedWeights.open_for_loading`).
     ``on_download_start(cache_dir, url)``: called when no file was found and a download is about to start.
     """
-    def digest(fn: Callable[..., str], *args) -> str | Future:
-        return _in_background(fn, *args) if hash_in_background else fn(*args)
+    def found(path: Path, source: str, verify: Callable[[str], str]) -> ResolvedWeights:
+        if hash_in_background:
+            opened, digest = _open_and_hash(path, verify)
+            return ResolvedWeights(path, digest, source, opened)
+        return ResolvedWeights(path, verify(sha256_file(path)), source)
 
     if explicit:
-        path = Path(explicit).expanduser()
-        return ResolvedWeights(_existing(path, "--weights"), digest(sha256_file, path), "argument")
+        path = _existing(Path(explicit).expanduser(), "--weights")
+        return found(path, "argument", lambda digest: digest)
     env = os.environ.get("QUALICLIP_WEIGHTS")
     if env:
-        path = Path(env).expanduser()
-        return ResolvedWeights(_existing(path, "QUALICLIP_WEIGHTS"), digest(sha256_file, path), "environment")
+        path = _existing(Path(env).expanduser(), "QUALICLIP_WEIGHTS")
+        return found(path, "environment", lambda digest: digest)
     cached = cached_weights_path(spec)
     if cached.exists():
-        return ResolvedWeights(cached, digest(verify_recorded_hash, cached, spec), "cache")
+        return found(cached, "cache", lambda digest: _verify_pin(cached, digest, spec))
     if offline_requested(offline):
         raise OfflineError(
             f"no QualiCLIP weights in {cached.parent} and offline mode is on: download {spec.download_url} "
@@ -192,7 +290,11 @@ def downloaded(path: Path) -> ResolvedWeights:
 
 def verify_recorded_hash(path: Path, spec: WeightsSpec = QUALICLIP) -> str:
     """Return the file's SHA-256, refusing a file that differs from the one recorded when it was fetched."""
-    actual = sha256_file(path)
+    return _verify_pin(path, sha256_file(path), spec)
+
+
+def _verify_pin(path: Path, actual: str, spec: WeightsSpec) -> str:
+    """``actual``, the file's digest, checked against the one recorded when it was installed."""
     recorded = read_recorded_hash(path)
     if recorded is None:
         # Placed by hand: accept it once it is structurally valid, and pin it from now on.
@@ -262,7 +364,12 @@ def download_weights(
 
 
 def import_weights(source: Path | str, spec: WeightsSpec = QUALICLIP, force: bool = False) -> Path:
-    """Copy a weights file obtained elsewhere into the cache dir, after the same checks as a download."""
+    """Copy a weights file obtained elsewhere into the cache dir, after the same checks as a download.
+
+    The file's structure is checked before anything is copied (a wrong file costs no copy of its size and no
+    disk space); the copy is checked again before it is renamed into place. A failed copy (e.g. a full disk)
+    leaves nothing behind.
+    """
     import shutil
 
     source = Path(source).expanduser()
@@ -275,12 +382,26 @@ def import_weights(source: Path | str, spec: WeightsSpec = QUALICLIP, force: boo
             record_hash(dest, digest)
             return dest
         raise WeightsError(f"{dest} already exists and differs from {source}; pass --force to replace it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{spec.filename}.", suffix=".part")
-    os.close(fd)
+    try:
+        check_weights_file(source, str(source), spec)
+    except WeightsError as exc:
+        raise WeightsError(f"{exc}; nothing was installed") from None
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{spec.filename}.", suffix=".part")
+    except OSError as exc:
+        raise WeightsError(f"cannot write in {dest.parent} ({exc.strerror or exc}); nothing was installed") from None
     tmp = Path(tmp_name)
     try:
-        shutil.copyfile(source, tmp)
+        try:
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                shutil.copyfileobj(src, out, _CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            raise WeightsError(
+                f"could not copy {source} into {dest.parent} ({exc.strerror or exc}); nothing was installed"
+            ) from None
         _install_checked(tmp, dest, spec, origin=str(source))
     finally:
         tmp.unlink(missing_ok=True)
@@ -293,6 +414,15 @@ def _install_checked(tmp: Path, dest: Path, spec: WeightsSpec, origin: str) -> N
     except WeightsError as exc:
         raise WeightsError(f"{exc}; nothing was installed") from None
     digest = sha256_file(tmp)
-    os.replace(tmp, dest)
+    try:
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise WeightsError(f"could not install {dest} ({exc.strerror or exc}); nothing was installed") from None
     fsync_dir(dest.parent)
-    record_hash(dest, digest)
+    try:
+        record_hash(dest, digest)
+    except OSError as exc:
+        raise WeightsError(
+            f"{dest}: installed, but its SHA-256 could not be recorded ({exc.strerror or exc}); it is checked and "
+            "pinned when it is first used"
+        ) from None

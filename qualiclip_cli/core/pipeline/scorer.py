@@ -61,11 +61,13 @@ class Scorer:
             # fp32 means fp32: TF32 tensor cores would round inputs to 10 mantissa bits.
             torch.backends.cudnn.allow_tf32 = self.runtime.precision != "fp32"
             torch.backends.cuda.matmul.allow_tf32 = self.runtime.precision != "fp32"
-        # The weights hash may be computing in a thread meanwhile (resolve_weights(hash_in_background=True)).
-        # A file that fails its check is reported as such, not by how it fails to load, and nothing is scored
-        # with an unverified file.
+        # The weights hash may be computing in a thread meanwhile (resolve_weights(hash_in_background=True)),
+        # through the very open file loaded here: a file renamed over it meanwhile is neither loaded nor credited
+        # to the pinned hash. A file that fails its check is reported as such, not by how it fails to load, and
+        # nothing is scored with an unverified file.
         try:
-            model = load_qualiclip(weights.path)
+            with weights.open_for_loading() as file:
+                model = load_qualiclip(weights.path, file=file)
         except Exception:
             weights.wait_verified()
             raise
