@@ -58,7 +58,12 @@ def load_weights_dict(path: Path, mmap: bool = True) -> dict:
 
 def load_weights_file(file: BinaryIO, path: Path | str) -> dict:
     """`load_weights_dict` from a file already open (binary, at its start; ``path`` names it in messages): what
-    is loaded is the open file, whatever is renamed over ``path`` meanwhile."""
+    is loaded is the open file, whatever is renamed over ``path`` meanwhile. Where the system names open files
+    (Linux's /proc/self/fd), that name is memory-mapped, which opens the very same file again, so tensors the
+    scorer never uses (the text tower) are not read into memory; elsewhere the open file is read."""
+    proc = Path(f"/proc/self/fd/{file.fileno()}")
+    if proc.exists():
+        return _load(str(proc), Path(path), mmap=True)
     return _load(file, Path(path), mmap=False)
 
 
