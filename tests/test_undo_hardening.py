@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -270,6 +270,20 @@ def test_a_forged_run_id_that_sorts_last_but_started_earlier_is_not_undone(shoot
     report = undo_latest()
     assert report.run_id == run.run_id and report.complete
     assert journal.read_run(forged_id).undone is None
+
+
+def test_a_forged_run_that_claims_a_future_start_is_neither_picked_nor_undone(shoot, home, tmp_path):
+    run = execute(cull(shoot))
+    forged_id = "29991231T235959.999999Z-ffffff"
+    future = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc).isoformat()
+    forged = run.journal_path.with_name(forged_id + ".jsonl")
+    forged.write_text("".join(json.dumps({**json.loads(x), "run_id": forged_id,
+                                          **({"time": future} if json.loads(x)["type"] == "header" else {})}) + "\n"
+                              for x in run.journal_path.read_text().splitlines()))
+    assert journal.run_ids() == [run.run_id, forged_id]  # its recorded start is the latest...
+    assert journal.latest_run_id() == run.run_id          # ...but a start in the future is not believed
+    _refused(forged_id, tmp_path, "start is in the future")
+    assert undo_latest().run_id == run.run_id
 
 
 def test_a_version_1_journal_of_todays_code_still_undoes(shoot, home, tmp_path):

@@ -42,7 +42,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from qualiclip_cli.core import paths
@@ -73,6 +73,9 @@ def partial_token(run_id: str, index: int) -> str:
     """The token in the temporary names of operation `index` of a run (see fileops.partial_path)."""
     return f"{run_id[-6:]}-{index}"
 
+
+#: how far in the future a run's recorded start may lie (clock adjustments) before the run is not believed
+FUTURE_SLACK = timedelta(minutes=10)
 
 #: added to an operation's token for the temporary copy made while putting a failed unit's member back
 ROLLBACK_TOKEN = "-back"
@@ -406,7 +409,11 @@ def history(directory: str | os.PathLike | None = None) -> list[RunSummary]:
 def latest_run_id(directory: str | os.PathLike | None = None, include_undone: bool = False) -> str | None:
     """The run that started last among the readable ones (by default the newest not completely undone;
     empty journals, of runs killed before they began, never count), or None."""
+    latest_possible = datetime.now(timezone.utc) + FUTURE_SLACK
     for summary in _summaries(directory):
+        started = parse_time(summary.time)
+        if started is not None and started > latest_possible:
+            continue  # a start in the future: not a run of this clock (an edited or forged journal)
         if summary.problem is None and not summary.empty and (include_undone or summary.undone != "complete"):
             return summary.run_id
     return None

@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from qualiclip_cli.core.curation import fileops, journal, trash
@@ -233,6 +233,8 @@ def check_journal(log: journal.RunLog) -> Scope:
     started, named = log.started, journal.run_id_time(log.run_id)
     if started is None or named is None or abs(started - named) > _START_SLACK:
         raise _refuse(log, "its recorded start does not match its run id")
+    if started > datetime.now(timezone.utc) + journal.FUTURE_SLACK:
+        raise _refuse(log, "its recorded start is in the future")
     lines = [header, *(line for op in log.ops for line in (op.intent, op.outcome) if line is not None)]
     if log.end is not None:
         lines.append(log.end)
