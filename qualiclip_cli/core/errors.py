@@ -28,11 +28,17 @@ class OfflineError(WeightsError):
 
 
 class ImageError(QualiclipError):
-    """One image could not be read or decoded. Per-file: recorded as an error row, never fatal."""
+    """One image could not be read or decoded. Per-file: recorded as an error row, never fatal.
 
-    def __init__(self, path, reason: str):
+    `damaged`: the file's own bytes are broken (empty, truncated, not decodable as an image), as opposed to a
+    problem reaching it (missing, permission, I/O error) or one of our limits (size, memory); `cull --unreadable`
+    acts on damaged files only.
+    """
+
+    def __init__(self, path, reason: str, damaged: bool = False):
         self.path = str(path)
         self.reason = reason
+        self.damaged = damaged
         super().__init__(f"{self.path}: {reason}")
 
 

@@ -31,14 +31,16 @@ class ScoreRecord:
     height: int | None = None
     pairs: dict[str, float] | None = field(default=None)
     cached: bool = field(default=False, compare=False)
+    # An error row whose file itself is broken (empty, truncated, undecodable): see errors.ImageError.damaged.
+    damaged: bool = field(default=False, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.status == STATUS_OK
 
     @classmethod
-    def failure(cls, path: str, reason: str) -> ScoreRecord:
-        return cls(path=path, score=None, status=STATUS_ERROR, error=reason)
+    def failure(cls, path: str, reason: str, damaged: bool = False) -> ScoreRecord:
+        return cls(path=path, score=None, status=STATUS_ERROR, error=reason, damaged=damaged)
 
     def to_dict(self, details: bool = False) -> dict:
         row = {

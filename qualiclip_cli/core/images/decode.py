@@ -383,7 +383,7 @@ def decode_image(
     if not stat.S_ISREG(st.st_mode):
         raise ImageError(path, "not a regular file")
     if st.st_size == 0:
-        raise ImageError(path, "empty file (0 bytes)")
+        raise ImageError(path, "empty file (0 bytes)", damaged=True)
 
     held = _Held(budget)
     try:
@@ -396,9 +396,10 @@ def decode_image(
         raise
     except UnidentifiedImageError:
         reason = "not an image, or an image format that cannot be read"
-        if path.suffix.lower() in (".heic", ".heif", ".avif") and _heif_problem:
+        missing_plugin = path.suffix.lower() in (".heic", ".heif", ".avif") and bool(_heif_problem)
+        if missing_plugin:  # maybe a good photo that this installation cannot read: not damaged
             reason += f" ({_heif_problem})"
-        raise ImageError(path, reason) from None
+        raise ImageError(path, reason, damaged=not missing_plugin) from None
     except PermissionError:
         raise ImageError(path, "permission denied") from None
     except MemoryError:
@@ -407,11 +408,12 @@ def decode_image(
         raise ImageError(path, f"refused by Pillow's decompression-bomb guard ({one_line(exc)})") from None
     except OSError as exc:
         text = one_line(exc)
+        damaged = exc.errno is None  # Pillow's decoder errors; an errno is the disk's or the system's failure
         if "truncated" in text.lower():
-            raise ImageError(path, f"truncated or damaged file: {text}") from None
-        raise ImageError(path, f"cannot decode image data: {text}") from None
+            raise ImageError(path, f"truncated or damaged file: {text}", damaged=damaged) from None
+        raise ImageError(path, f"cannot decode image data: {text}", damaged=damaged) from None
     except Exception as exc:  # SyntaxError, ValueError, struct.error, EOFError ... from format plugins
-        raise ImageError(path, f"cannot decode image: {type(exc).__name__}: {one_line(exc)}") from None
+        raise ImageError(path, f"cannot decode image: {type(exc).__name__}: {one_line(exc)}", damaged=True) from None
 
 
 class _Held:

@@ -119,7 +119,7 @@ class ScoreStream:
 
     def fail(self, index: int, display: str, exc: BaseException) -> None:
         reason = exc.reason if isinstance(exc, ImageError) else f"could not decode: {type(exc).__name__}: {exc}"
-        self.reorder[index] = ScoreRecord.failure(display, reason)
+        self.reorder[index] = ScoreRecord.failure(display, reason, damaged=isinstance(exc, ImageError) and exc.damaged)
 
     def run_bucket(self, shape: tuple[int, int]) -> None:
         items = self.buckets.pop(shape)
