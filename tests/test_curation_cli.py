@@ -527,3 +527,94 @@ def test_interrupted_cull_names_the_run_and_undo_restores(tmp_path, tiny_weights
     undo = cli("undo")
     assert undo.exit_code == 0, undo.stderr
     assert snapshot(root.parent, include_dirs=True) == before
+
+
+# ----------------------------------------------------- issue 12: broken files, sub-scores, tiers, rank prefix
+
+
+def test_cull_unreadable_quarantines_broken_files_with_siblings_and_undo_restores(tmp_path, tiny_weights_file):
+    root = _shoot(tmp_path / "work" / "shoot", names=("astronaut", "coffee"))
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "day2").mkdir()
+    (root / "day2" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "day2" / "broken.xmp").write_bytes(b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    before = snapshot(root.parent, include_dirs=True)
+    dry = cli("cull", root, "--unreadable", "-a", "move", "--dry-run", weights=tiny_weights_file)
+    assert dry.exit_code == 0, dry.stderr
+    assert snapshot(root.parent, include_dirs=True) == before
+    result = cli("cull", root, "--unreadable", "-a", "move", weights=tiny_weights_file)
+    assert result.exit_code == 0, result.stderr  # the broken files were culled as asked
+    assert result.stdout == dry.stdout.replace("would ", "")
+    assert "unreadable: empty file (0 bytes)" in result.stdout
+    rejected = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert rejected == ["IMG_1.jpg", "IMG_2.jpg", "_rejected/day2/broken.jpg", "_rejected/day2/broken.xmp",
+                        "_rejected/empty.jpg"]
+    assert cli("undo").exit_code == 0
+    assert snapshot(root.parent, include_dirs=True) == before
+
+    both = cli("cull", root, "--unreadable", "--below", "1", "-a", "list", weights=tiny_weights_file)
+    assert both.exit_code == 0, both.stderr
+    assert sorted(os.path.basename(line.split()[1]) for line in both.stdout.splitlines()) == [
+        "IMG_1.jpg", "IMG_2.jpg", "broken.jpg", "empty.jpg"]
+
+
+def test_cull_and_sort_by_a_sub_score(tmp_path, tiny_weights_file):
+    root = _shoot(tmp_path / "work" / "shoot")
+    rows = _jsonl(cli("score", root, "--details", "--format", "jsonl", weights=tiny_weights_file).stdout)
+    sharp = {os.path.basename(r["path"]): r["pairs"]["sharpness"] for r in rows}
+    by_sharpness = sorted(sharp, key=lambda n: (-sharp[n], n))
+    score = {os.path.basename(r["path"]): r["score"] for r in rows}
+    assert len(set(sharp.values())) == 4
+    assert by_sharpness != sorted(score, key=lambda n: (-score[n], n))  # so ranking by it is visible
+    ranking = cli("sort", root, "--by", "sharpness", "--format", "jsonl", weights=tiny_weights_file)
+    assert ranking.exit_code == 0, ranking.stderr
+    got = _jsonl(ranking.stdout)
+    assert [os.path.basename(r["path"]) for r in got] == by_sharpness
+    assert [r["sharpness"] for r in got] == sorted(sharp.values(), reverse=True)
+
+    cut = sorted(sharp.values())[2]  # the two least sharp are strictly below
+    culled = cli("cull", root, "--by", "sharpness", "--below", repr(cut), "-a", "list", weights=tiny_weights_file)
+    assert culled.exit_code == 0, culled.stderr
+    assert [os.path.basename(line.split()[1]) for line in culled.stdout.splitlines()] == by_sharpness[:1:-1]
+    assert "(sharpness " in culled.stdout
+    assert "sharpness" in cli("cull", "--help").stdout and "picture" in cli("cull", "--help").stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("cull", "--by", "sharpness"),  # --by needs a score criterion
+    ("cull", "--by", "blurriness", "--below", "0.5"),
+    ("sort", "--by", "sharp"),
+])
+def test_by_usage_errors_exit_2(tmp_path, args):
+    root = _shoot(tmp_path / "work" / "shoot", names=("astronaut",))
+    command, *rest = args
+    result = run_cli(command, root, *rest)
+    assert result.exit_code == 2, (args, result.stdout, result.stderr)
+
+
+def test_sort_into_keeps_sub_folders_under_each_tier(tmp_path, tiny_weights_file):
+    from qualiclip_cli.core.curation.selection import assign_tier, tier_folder
+
+    root = tmp_path / "work" / "shoot"
+    _shoot(root / "2024", names=("astronaut", "coffee"))
+    _shoot(root, names=("chelsea",))
+    scores = {os.path.relpath(r["path"], root): r["score"]
+              for r in _jsonl(cli("score", root, "--format", "jsonl", weights=tiny_weights_file).stdout)}
+    into = tmp_path / "work" / "sorted"
+    result = cli("sort", root, "--into", into, weights=tiny_weights_file)
+    assert result.exit_code == 0, result.stderr
+    got = sorted(p.relative_to(into).as_posix() for p in into.rglob("*") if p.is_file())
+    assert got == sorted(f"{tier_folder(assign_tier(s))}/{rel}" for rel, s in scores.items())
+    assert any(g.endswith("/2024/IMG_1.jpg") for g in got)
+
+
+def test_rank_prefix_run_twice_replaces_its_prefix(tmp_path, tiny_weights_file):
+    root = _shoot(tmp_path / "work" / "shoot", names=("astronaut", "coffee", "chelsea"))
+    first = cli("sort", root, "--rank-prefix", weights=tiny_weights_file)
+    assert first.exit_code == 0, first.stderr
+    names = sorted(os.listdir(root))
+    assert all(re.fullmatch(r"000[123]_IMG_[123]\.jpg", n) for n in names), names
+    second = cli("sort", root, "--rank-prefix", weights=tiny_weights_file)
+    assert second.exit_code == 0, second.stderr
+    assert sorted(os.listdir(root)) == names  # same ranking: nothing stacked, nothing renamed
+    assert "0001_0001" not in second.stdout + second.stderr

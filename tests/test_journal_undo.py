@@ -671,3 +671,111 @@ def test_a_symlinked_photo_is_left_in_place_and_reported(shoot, home, tmp_path, 
     assert undo(run.run_id).complete
     assert snapshot(root, include_dirs=True) == before
     assert os.readlink(link) == str(root / "a/IMG_2.jpg")
+
+
+# ------------------------------------------------------- issue 12: sub-folders in tiers, rank prefix replaced
+
+
+def test_sort_into_keeps_sub_folders_relative_to_the_root_and_undo(shoot, home, tmp_path):
+    root, records = shoot
+    before = snapshot(root, include_dirs=True)
+    into = tmp_path / "sorted"
+    run = execute(plan_sort_into(records, into, mode="move", roots=[root]))
+    sorted_files = sorted(str(p.relative_to(into)) for p in into.rglob("*.*"))
+    assert sorted_files == sorted([
+        "1-poor/a/IMG_1.jpg", "1-poor/a/IMG_1.xmp", "1-poor/a/IMG_1.CR2", "1-poor/a/IMG_1.CR2.xmp",
+        "5-excellent/a/IMG_2.jpg", "2-fair/b/IMG_3.jpg", "2-fair/b/IMG_3.jpg.xmp", "2-fair/b/IMG_4.png",
+        "1-poor/IMG_5.jpg",
+    ])
+    undo(run.run_id)
+    assert snapshot(root, include_dirs=True) == before and not into.exists()
+
+
+def test_sort_into_by_a_sub_score_tiers_on_it(tmp_path, home):
+    from qualiclip_cli.core.records import PAIR_NAMES, ScoreRecord
+
+    photo = write(tmp_path / "shoot" / "a.jpg", b"a")
+    pairs = dict.fromkeys(PAIR_NAMES, 0.5) | {"sharpness": 0.95}
+    rec = ScoreRecord(path=str(photo), score=0.1, pairs=pairs)
+    plan = plan_sort_into([rec], tmp_path / "sorted", roots=[tmp_path / "shoot"], by="sharpness")
+    assert [op.destination for op in plan] == [tmp_path / "sorted" / "5-excellent" / "a.jpg"]
+    assert plan.operations[0].reason == "tier 5, sharpness 0.9500"
+
+
+def _rank_names(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_rank_prefix_run_twice_replaces_its_own_prefix_and_keeps_a_users_digits(tmp_path, home):
+    root = tmp_path / "shoot"
+    a, b = write(root / "IMG_1.jpg", b"one"), write(root / "IMG_2.jpg", b"two")
+    side = write(root / "IMG_2.xmp", b"<x/>")
+    user = write(root / "2024_trip.jpg", b"the user's own digits")
+    records = [record(a, 0.9), record(b, 0.5), record(user, 0.1)]
+    first = execute(plan_rank_prefix(records))
+    assert _rank_names(root) == ["0001_IMG_1.jpg", "0002_IMG_2.jpg", "0002_IMG_2.xmp", "0003_2024_trip.jpg"]
+    assert side.exists() is False
+
+    # The scores changed: IMG_2 is now the best. Our prefixes are replaced; the user's "2024_" stays.
+    records = [record(root / "0001_IMG_1.jpg", 0.2), record(root / "0002_IMG_2.jpg", 0.8),
+               record(root / "0003_2024_trip.jpg", 0.5)]
+    plan = plan_rank_prefix(records)
+    second = execute(plan)
+    assert _rank_names(root) == ["0001_IMG_2.jpg", "0001_IMG_2.xmp", "0002_2024_trip.jpg", "0003_IMG_1.jpg"]
+
+    # A third ranking in the same order changes nothing and says so.
+    records = [record(root / "0001_IMG_2.jpg", 0.8), record(root / "0002_2024_trip.jpg", 0.5),
+               record(root / "0003_IMG_1.jpg", 0.2)]
+    again = plan_rank_prefix(records)
+    assert len(again) == 0 and {s.kind for s in again.skipped} == {SkipKind.UNCHANGED}
+    assert not any(s.kind.problem for s in again.skipped)
+
+    undo(second.run_id)
+    undo(first.run_id)
+    assert _rank_names(root) == ["2024_trip.jpg", "IMG_1.jpg", "IMG_2.jpg", "IMG_2.xmp"]
+
+
+def test_a_prefix_we_did_not_write_is_never_stripped(tmp_path, home):
+    root = tmp_path / "shoot"
+    mine = write(root / "0007_IMG_9.jpg", b"named so by the photographer")
+    plan = plan_rank_prefix([record(mine, 0.5)])
+    assert [op.destination.name for op in plan] == ["0001_0007_IMG_9.jpg"]
+
+
+def test_a_file_replaced_under_our_name_keeps_its_name(tmp_path, home):
+    root = tmp_path / "shoot"
+    photo = write(root / "IMG_1.jpg", b"one")
+    execute(plan_rank_prefix([record(photo, 0.5)]))
+    (root / "0001_IMG_1.jpg").unlink()
+    other = write(root / "0001_IMG_1.jpg", b"another file, of another size")
+    plan = plan_rank_prefix([record(other, 0.5), record(write(root / "b.jpg", b"b"), 0.9)])
+    assert sorted(op.destination.name for op in plan) == ["0001_b.jpg", "0002_0001_IMG_1.jpg"]
+
+
+def test_cull_unreadable_quarantines_broken_files_with_siblings_and_undo_restores(tmp_path, home):
+    from qualiclip_cli.core.records import ScoreRecord
+
+    root = tmp_path / "shoot"
+    empty = write(root / "a" / "IMG_1.jpg", b"")
+    write(root / "a" / "IMG_1.xmp", b"<x/>")
+    write(root / "a" / "IMG_1.CR2", b"raw data")
+    trunc = write(root / "IMG_2.jpg", b"\xff\xd8\xff half a jpeg")
+    missing = ScoreRecord.failure(str(root / "gone.jpg"), "no such file or directory")
+    nan = write(root / "IMG_3.jpg", b"fine, but the model said NaN")
+    good = write(root / "IMG_4.jpg", b"good")
+    records = [ScoreRecord.failure(str(empty), "empty file (0 bytes)", damaged=True),
+               ScoreRecord.failure(str(trunc), "truncated or damaged file", damaged=True), missing,
+               ScoreRecord.failure(str(nan), "the model produced NaN"), record(good, 0.1)]
+    before = snapshot(root, include_dirs=True)
+    plan = plan_cull(records, CullCriteria(unreadable=True), action="move", roots=[root])
+    assert [(op.source.name, op.destination.relative_to(root).as_posix()) for op in plan] == [
+        ("IMG_2.jpg", "_rejected/IMG_2.jpg"), ("IMG_1.jpg", "_rejected/a/IMG_1.jpg"),
+        ("IMG_1.CR2", "_rejected/a/IMG_1.CR2"), ("IMG_1.xmp", "_rejected/a/IMG_1.xmp"),
+    ]
+    assert plan.operations[0].reason.startswith("unreadable: ")
+    run = execute(plan)
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
+        "IMG_3.jpg", "IMG_4.jpg", "_rejected/IMG_2.jpg", "_rejected/a/IMG_1.CR2", "_rejected/a/IMG_1.jpg",
+        "_rejected/a/IMG_1.xmp"]
+    undo(run.run_id)
+    assert snapshot(root, include_dirs=True) == before

@@ -3,6 +3,7 @@
 import pytest
 
 from qualiclip_cli.core.curation.selection import (
+    SCORE_KEYS,
     TIER_FOLDERS,
     CullCriteria,
     assign_tier,
@@ -11,11 +12,12 @@ from qualiclip_cli.core.curation.selection import (
     rank_width,
     ranked,
     select_for_cull,
+    strip_rank_prefix,
     tier_folder,
     validate_thresholds,
 )
 from qualiclip_cli.core.errors import UsageError
-from qualiclip_cli.core.records import ScoreRecord
+from qualiclip_cli.core.records import PAIR_NAMES, ScoreRecord
 
 
 def recs(*pairs):
@@ -89,3 +91,62 @@ def test_rank_prefix_width_and_order():
     assert rank_prefix(1, 4) == "0001_" and rank_prefix(123, 5) == "00123_"
     rs = recs(("x.jpg", 0.2), ("y.jpg", 0.9), ("w.jpg", 0.2)) + [ERR]
     assert [(r, rec.path) for r, rec in ranked(rs)] == [(1, "y.jpg"), (2, "w.jpg"), (3, "x.jpg")]
+
+
+# ------------------------------------------------------------------------------------- --by and --unreadable
+
+
+def with_pairs(path, score, **pairs):
+    full = {name: 0.5 for name in PAIR_NAMES}
+    full.update(pairs)
+    return ScoreRecord(path=path, score=score, pairs=full)
+
+
+def test_score_keys_are_the_score_and_every_pair_name():
+    assert SCORE_KEYS == ("score", *PAIR_NAMES)
+
+
+def test_by_a_sub_score_selects_ranks_and_keeps_on_that_sub_score():
+    rs = [with_pairs("a.jpg", 0.9, sharpness=0.1), with_pairs("b.jpg", 0.1, sharpness=0.9),
+          with_pairs("c.jpg", 0.5, sharpness=0.3), ERR]
+    assert paths(select_for_cull(rs, CullCriteria(below=0.35, by="sharpness"))) == ["a.jpg", "c.jpg"]
+    assert paths(select_for_cull(rs, CullCriteria(keep_top=1, by="sharpness"))) == ["a.jpg", "c.jpg"]
+    assert paths(select_for_cull(rs, CullCriteria(bottom_percent=34, by="sharpness"))) == ["a.jpg"]
+    assert [(r, rec.path) for r, rec in ranked(rs, by="sharpness")] == [(1, "b.jpg"), (2, "c.jpg"), (3, "a.jpg")]
+    assert paths(select_for_cull(rs, CullCriteria(below=0.35))) == ["b.jpg"]  # the score is still the default
+
+
+def test_a_record_without_the_sub_score_is_never_selected_nor_ranked():
+    rs = [with_pairs("a.jpg", 0.9, sharpness=0.1), ScoreRecord(path="b.jpg", score=0.1, pairs=None),
+          with_pairs("c.jpg", 0.9, noise=float("nan"))]
+    assert paths(select_for_cull(rs, CullCriteria(below=1, by="sharpness"))) == ["a.jpg", "c.jpg"]
+    assert paths(select_for_cull(rs, CullCriteria(below=1, by="noise"))) == ["a.jpg"]
+    assert [rec.path for _, rec in ranked(rs, by="sharpness")] == ["c.jpg", "a.jpg"]
+
+
+def test_an_unknown_key_is_a_usage_error():
+    with pytest.raises(UsageError, match="sharpness"):
+        CullCriteria(below=0.5, by="sharpnes")
+    with pytest.raises(UsageError):
+        ranked([], by="blur")
+
+
+def test_unreadable_selects_only_broken_files_alone_or_added_to_score_criteria():
+    broken = ScoreRecord.failure("z/empty.jpg", "empty file (0 bytes)", damaged=True)
+    broken2 = ScoreRecord.failure("a/trunc.jpg", "truncated or damaged file", damaged=True)
+    gone = ScoreRecord.failure("m/missing.jpg", "no such file or directory")
+    nan = ScoreRecord.failure("n/nan.jpg", "the model produced NaN")
+    rs = recs(("good.jpg", 0.8), ("low.jpg", 0.1)) + [broken, gone, nan, broken2]
+    assert paths(select_for_cull(rs, CullCriteria(unreadable=True))) == ["a/trunc.jpg", "z/empty.jpg"]
+    assert paths(select_for_cull(rs, CullCriteria(unreadable=True, below=0.5))) == [
+        "a/trunc.jpg", "z/empty.jpg", "low.jpg"]
+    assert paths(select_for_cull(rs, CullCriteria(below=0.5))) == ["low.jpg"]  # not asked: broken files stay
+    with pytest.raises(UsageError, match="--unreadable"):
+        CullCriteria()
+
+
+def test_strip_rank_prefix_only_removes_our_pattern():
+    assert strip_rank_prefix("0018_IMG_1") == "IMG_1"
+    assert strip_rank_prefix("00123_0018_IMG_1") == "0018_IMG_1"  # one prefix at a time
+    assert strip_rank_prefix("018_IMG_1") == "018_IMG_1"  # narrower than we ever write
+    assert strip_rank_prefix("0018-IMG_1") == "0018-IMG_1" and strip_rank_prefix("0018_") == "0018_"

@@ -20,6 +20,12 @@ def cull(
     below: Annotated[Optional[float], typer.Option("--below", help="Cull photos scoring strictly below this (0–1].")] = None,
     keep_top: Annotated[Optional[int], typer.Option("--keep-top", help="Cull all but the best N.")] = None,
     bottom_percent: Annotated[Optional[float], typer.Option("--bottom-percent", help="Cull the worst P percent (rounded down).")] = None,
+    unreadable: Annotated[
+        bool,
+        typer.Option("--unreadable", help="Also cull the broken files: empty (0 bytes), truncated or not decodable as an "
+                                          "image. Alone: only them; with --below etc.: those and the low scorers."),
+    ] = False,
+    by: opt.By = "score",
     action: Annotated[
         Optional[CullAction],
         typer.Option("--action", "-a", help="list, move (into the quarantine folder), copy (into it) or trash (the system "
@@ -57,7 +63,9 @@ def cull(
     """Act on the low scorers: list them, move or copy them into a quarantine folder, or send them to the trash.
 
     Give --below, --keep-top or --bottom-percent (--below combines with either: a photo is culled only if all
-    given criteria select it). Sidecars and RAW+JPEG siblings go with their photo, all of them or none.
+    given criteria select it), and/or --unreadable (broken files, which have no score). --by sharpness (or any
+    sub-score) makes the score criteria look at that sub-score. Sidecars and RAW+JPEG siblings go with their
+    photo, all of them or none.
     Photos that are symbolic links are left in place. Nothing is ever deleted or overwritten; every change is
     journaled: `qualiclip undo` puts it back. Folders named _rejected (the quarantine) are not walked, so a
     second cull scores nothing again. The plan/report goes to stdout, the
@@ -68,7 +76,10 @@ def cull(
     from qualiclip_cli.core.curation.selection import CullCriteria
     from qualiclip_cli.core.errors import UsageError
 
-    criteria = CullCriteria(below=below, keep_top=keep_top, bottom_percent=bottom_percent)
+    criteria = CullCriteria(below=below, keep_top=keep_top, bottom_percent=bottom_percent, by=by,
+                            unreadable=unreadable)
+    if by != "score" and not criteria.by_score:
+        raise UsageError("--by applies to --below, --keep-top and --bottom-percent: give one of them")
     if action is None:
         action = "move" if console.stdout_is_terminal() else "list"
     if to is not None and action not in ("move", "copy"):
@@ -81,6 +92,8 @@ def cull(
     summarise(scoring.records, scoring.elapsed)
     plan = plan_cull(scoring.records, criteria, action=action, roots=paths, quarantine_dir=to,
                      with_siblings=with_siblings, on_collision=on_collision)
-    code = pr.carry_out(plan, records=scoring.records, action=action, command="cull",
+    # A broken file culled as asked is no failure of this run (one left out or failing to move still is).
+    records = [r for r in scoring.records if not (unreadable and r.damaged)]
+    code = pr.carry_out(plan, records=records, action=action, command="cull",
                         argv=pr.invocation("cull", paths), dry_run=dry_run, fmt=fmt)
     raise typer.Exit(code)

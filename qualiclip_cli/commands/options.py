@@ -8,10 +8,17 @@ from typing import Annotated, Optional
 
 import typer
 
+from qualiclip_cli.core.curation.selection import ScoreKey
 from qualiclip_cli.core.model.runtime import Precision as PrecisionChoice
 from qualiclip_cli.core.pipeline.options import Decoder as DecoderChoice
 
 PathsArg = Annotated[list[Path], typer.Argument(help="Image files and/or directories.", show_default=False)]
+
+By = Annotated[
+    ScoreKey,
+    typer.Option("--by", help="What to cull, rank and tier by: the score, or one of the seven sub-scores "
+                 "(as in `score --details`)."),
+]
 
 Recursive = Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk directories recursively.")]
 Include = Annotated[Optional[list[str]], typer.Option("--include", help="Only files matching this glob (repeatable).")]

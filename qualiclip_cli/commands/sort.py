@@ -20,7 +20,7 @@ def sort(
     into: Annotated[
         Optional[Path],
         typer.Option("--into", help="Copy (or --move) photos into tier folders DIR/1-poor, 2-fair, 3-good, 4-very-good, "
-                                    "5-excellent."),
+                                    "5-excellent, keeping their sub-folders under each PATH."),
     ] = None,
     tiers: Annotated[
         Optional[str],
@@ -30,8 +30,9 @@ def sort(
     rank_prefix: Annotated[
         bool,
         typer.Option("--rank-prefix", help="Rename photos in place by rank, best first: 0001_IMG_1.jpg (one ranking over "
-                                           "all PATHs)."),
+                                           "all PATHs). Run again, it replaces the prefix it wrote before."),
     ] = False,
+    by: opt.By = "score",
     with_siblings: pr.WithSiblings = True,
     on_collision: pr.OnCollision = "number",
     dry_run: pr.DryRun = False,
@@ -58,8 +59,10 @@ def sort(
     """Order photos by score: print the ranking (best first), or organise the files.
 
     Without --into or --rank-prefix nothing changes: the ranked list goes to stdout (rank, score, path; or
-    jsonl/json with --format). --into DIR copies (default) or moves photos into tier folders; --rank-prefix
-    renames them in place. Sidecars and RAW siblings follow their photo (all of them or none); photos that are
+    jsonl/json with --format). --into DIR copies (default) or moves photos into tier folders (sub-folders kept:
+    shoot/2024/a.jpg goes to DIR/3-good/2024/a.jpg); --rank-prefix renames them in place, replacing a rank
+    prefix that an earlier --rank-prefix run wrote (as its journal records). --by sharpness (or any sub-score)
+    ranks and tiers by that sub-score instead of the score. Sidecars and RAW siblings follow their photo (all of them or none); photos that are
     symbolic links are left in place, a tier folder that is one is refused; nothing is overwritten; every
     change is journaled (`qualiclip undo`). Folders named _rejected (cull's quarantine) and the --into folder are not
     walked. Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
@@ -80,31 +83,37 @@ def sort(
     records = scoring.records
 
     if into is None and not rank_prefix:
-        _print_ranking(records, fmt)
+        _print_ranking(records, fmt, by)
         raise typer.Exit(EXIT_PARTIAL if any(not r.ok for r in records) else EXIT_OK)
 
     if into is not None:
         mode = "move" if move else "copy"
         kwargs = {"thresholds": thresholds} if thresholds is not None else {}
         plan = plan_sort_into(records, into, mode=mode, with_siblings=with_siblings, on_collision=on_collision,
-                              **kwargs)
+                              roots=paths, by=by, **kwargs)
     else:
         mode = "rename"
-        plan = plan_rank_prefix(records, with_siblings=with_siblings, on_collision=on_collision)
+        plan = plan_rank_prefix(records, with_siblings=with_siblings, on_collision=on_collision, by=by)
     code = pr.carry_out(plan, records=records, action=mode, command="sort", argv=pr.invocation("sort", paths),
                         dry_run=dry_run, fmt=fmt)
     raise typer.Exit(code)
 
 
-def _print_ranking(records: list, fmt: str) -> None:
-    from qualiclip_cli.core.curation.selection import ranked
+def _print_ranking(records: list, fmt: str, by: str = "score") -> None:
+    """rank, value, path per line (the value ranked by: the score, or the --by sub-score); jsonl/json rows
+    carry rank, path and score, plus the sub-score under its own name with --by."""
+    from qualiclip_cli.core.curation.selection import ranked, value_of
 
-    order = ranked(records)
+    order = ranked(records, by)
     out = sys.stdout
     if fmt == "text":
         width = len(str(len(order)))
         for rank, rec in order:
-            out.write(f"{rank:>{width}}  {rec.score:.4f}  {pr.display_path(rec.path)}\n")
+            out.write(f"{rank:>{width}}  {value_of(rec, by):.4f}  {pr.display_path(rec.path)}\n")
     else:
-        write_rows([{"rank": rank, "path": rec.path, "score": rec.score} for rank, rec in order], fmt, out)
+        rows = [{"rank": rank, "path": rec.path, "score": rec.score} for rank, rec in order]
+        if by != "score":
+            for row, (_, rec) in zip(rows, order):
+                row[by] = value_of(rec, by)
+        write_rows(rows, fmt, out)
     out.flush()

@@ -40,15 +40,20 @@ from typing import Literal, get_args
 from qualiclip_cli.core.curation import fileops, xmp
 from qualiclip_cli.core.curation.selection import (
     DEFAULT_TIER_THRESHOLDS,
+    RANK_PREFIX_RE,
     CullCriteria,
     assign_tier,
+    describe,
     rank_prefix,
     rank_width,
     ranked,
     scored,
     select_for_cull,
+    strip_rank_prefix,
     tier_folder,
+    validate_key,
     validate_thresholds,
+    value_of,
 )
 from qualiclip_cli.core.curation.siblings import DirectoryIndex, find_siblings, renamed_sibling
 from qualiclip_cli.core.errors import CurationError, UsageError
@@ -73,6 +78,7 @@ class SkipKind(Enum):
     IN_QUARANTINE = "in the quarantine"
     IN_TARGET = "in the target folder"
     SYMLINK = "symbolic link"
+    UNCHANGED = "already named"
 
     @property
     def problem(self) -> bool:
@@ -268,7 +274,7 @@ def plan_cull(records: Iterable[ScoreRecord], criteria: CullCriteria, action: st
     for rec, photo, root, bin_dir in selected:
         if not planner.available(photo, action):
             continue
-        reason = f"score {rec.score:.4f}"
+        reason = describe(rec, criteria.by) if rec.ok else f"unreadable: {rec.error}"
         dest_dir = bin_dir / photo.parent.relative_to(root) if action in ("move", "copy") else None
         planner.add_group(action, photo, dest_dir, photo.stem, reason)
         if dest_dir is not None and bin_dir not in plan.folders:
@@ -289,50 +295,106 @@ def refuse_linked_quarantine(roots: Iterable[str | os.PathLike]) -> None:
 
 def plan_sort_into(records: Iterable[ScoreRecord], into_dir: str | os.PathLike,
                    thresholds: Sequence[float] = DEFAULT_TIER_THRESHOLDS, mode: str = "copy",
-                   with_siblings: bool = True, on_collision: str = "number") -> Plan:
-    """Plan copying (default) or moving photos into tier folders `<into_dir>/<1-poor .. 5-excellent>/<name>`.
+                   with_siblings: bool = True, on_collision: str = "number",
+                   roots: Iterable[str | os.PathLike] = (), by: str = "score") -> Plan:
+    """Plan copying (default) or moving photos into tier folders `<into_dir>/<1-poor .. 5-excellent>/<path>`.
 
-    The tier folders are flat (clashing names are numbered). Photos already under `into_dir` and records
-    without a score are left out.
+    `<path>` is the photo's path relative to the root it was found under (the deepest of `roots` holding it;
+    a photo under none, or named itself as a root, goes by its name): `shoot/2024/a.jpg` sorted from root
+    `shoot` lands in `<into_dir>/3-good/2024/a.jpg`, as cull keeps sub-folders under `_rejected/`. Clashing
+    names (photos from several roots) are numbered. The tier is that of the value `by` (the score or a
+    sub-score). Photos already under `into_dir` and records without that value are left out.
     """
     if mode not in SORT_MODES:
         raise UsageError(f"sort mode must be one of {', '.join(SORT_MODES)}, got {mode!r}")
     bounds = validate_thresholds(thresholds)
+    validate_key(by)
     records = list(records)
     into = _abs(into_dir)
-    plan = Plan(command="sort", on_collision=on_collision, folders=[into])
+    root_list = _normal_roots(roots)
+    plan = Plan(command="sort", roots=root_list, on_collision=on_collision, folders=[into])
     planner = _Planner(plan, records, with_siblings, base=into, hint=LINKED_FOLDER_HINT)
-    for rec in sorted(scored(records), key=lambda r: r.path):
+    for rec in sorted(scored(records, by), key=lambda r: r.path):
         photo = _abs(rec.path)
         if _inside(photo, into):
             plan.skipped.append(Skip(photo, SkipKind.IN_TARGET, "already inside the target folder"))
             continue
         if not planner.available(photo, mode):
             continue
-        tier = assign_tier(rec.score, bounds)
-        reason = f"tier {tier}, score {rec.score:.4f}"
-        planner.add_group(mode, photo, into / tier_folder(tier), photo.stem, reason)
-    _skip_unscored(plan, records)
+        tier = assign_tier(value_of(rec, by), bounds)
+        reason = f"tier {tier}, {describe(rec, by)}"
+        sub_folder = photo.parent.relative_to(_root_of(photo, root_list))
+        planner.add_group(mode, photo, into / tier_folder(tier) / sub_folder, photo.stem, reason)
+    _skip_unscored(plan, records, by)
     return _cover_sources(plan)
 
 
+def rank_renamed(journal_directory: str | os.PathLike | None = None) -> dict[Path, int]:
+    """The names qualiclip's rank renames gave files, as the journal records them: path -> size of the file.
+
+    Every done rename of a `sort` run (the only renames sort makes are --rank-prefix ones) that has not been
+    completely undone; an unreadable journal is passed over (its names are then not recognised)."""
+    from qualiclip_cli.core.curation import journal
+    from qualiclip_cli.core.errors import JournalError
+
+    names: dict[Path, int] = {}
+    for run_id in journal.run_ids(journal_directory):
+        try:
+            log = journal.read_run(run_id, journal_directory)
+        except JournalError:
+            continue
+        if log.header.get("command") != "sort" or log.undone == "complete":
+            continue
+        for op in log.ops:
+            destination, size = op.get("destination"), op.get("size")
+            if op.action == "rename" and op.phase == journal.PHASE_DONE and isinstance(destination, str):
+                names[Path(destination)] = size if isinstance(size, int) else -1
+    return names
+
+
+def _our_prefix(photo: Path, renamed: dict[Path, int]) -> bool:
+    """Whether the photo's leading digits are a rank prefix we wrote: its name matches the pattern we write
+    and the journal records a rank rename to exactly this path, of a file of this size."""
+    if not RANK_PREFIX_RE.match(photo.name) or photo not in renamed:
+        return False
+    try:
+        return renamed[photo] in (-1, photo.stat().st_size)
+    except OSError:
+        return False
+
+
 def plan_rank_prefix(records: Iterable[ScoreRecord], with_siblings: bool = True,
-                     on_collision: str = "number") -> Plan:
+                     on_collision: str = "number", by: str = "score",
+                     journal_directory: str | os.PathLike | None = None) -> Plan:
     """Plan renaming photos in place with their rank: `0001_IMG_1.jpg` for the best of all records given
-    (one ranking across every folder; width from the count, at least 4 digits). Siblings get the same
-    prefix. An existing prefix is not stripped: undo a previous ranking first to re-rank."""
+    (one ranking across every folder, by the value `by`; width from the count, at least 4 digits). Siblings
+    get the same prefix.
+
+    A prefix that an earlier rank rename wrote is replaced, not stacked: `0018_IMG_1.jpg` becomes
+    `0003_IMG_1.jpg`. A prefix counts as ours only when the journal (`rank_renamed`) says a rank rename gave
+    the file exactly that name (and the file has the size it had then); a name of the same shape that
+    qualiclip did not write (`2024_trip.jpg`, a renamed file whose journal is gone) keeps it and gets the
+    rank in front. A photo already named for its rank is left out (`SkipKind.UNCHANGED`)."""
+    validate_key(by)
     records = list(records)
-    order = ranked(records)
+    order = ranked(records, by)
     width = rank_width(len(order))
+    renamed = rank_renamed(journal_directory) if order else {}
     plan = Plan(command="sort", on_collision=on_collision)
     planner = _Planner(plan, records, with_siblings)
     for rank, rec in order:
         photo = _abs(rec.path)
         if not planner.available(photo, "rename"):
             continue
-        reason = f"rank {rank} of {len(order)}, score {rec.score:.4f}"
-        planner.add_group("rename", photo, photo.parent, rank_prefix(rank, width) + photo.stem, reason)
-    _skip_unscored(plan, records)
+        stem = strip_rank_prefix(photo.stem) if _our_prefix(photo, renamed) else photo.stem
+        new_stem = rank_prefix(rank, width) + stem
+        if new_stem == photo.stem:
+            plan.skipped.append(Skip(photo, SkipKind.UNCHANGED, f"already named for rank {rank}"))
+            planner.claimed.add(photo)
+            continue
+        reason = f"rank {rank} of {len(order)}, {describe(rec, by)}"
+        planner.add_group("rename", photo, photo.parent, new_stem, reason)
+    _skip_unscored(plan, records, by)
     return _cover_sources(plan)
 
 
@@ -381,8 +443,9 @@ def _cover_sources(plan: Plan) -> Plan:
     return plan
 
 
-def _skip_unscored(plan: Plan, records: list[ScoreRecord]) -> None:
-    ok = {id(r) for r in scored(records)}
+def _skip_unscored(plan: Plan, records: list[ScoreRecord], by: str = "score") -> None:
+    ok = {id(r) for r in scored(records, by)}
     for rec in records:
         if id(rec) not in ok:
-            plan.skipped.append(Skip(_abs(rec.path), SkipKind.NOT_SCORED, f"not scored ({rec.error or rec.status})"))
+            why = (rec.error or rec.status) if not rec.ok or by == "score" else f"no {by} sub-score"
+            plan.skipped.append(Skip(_abs(rec.path), SkipKind.NOT_SCORED, f"not scored ({why})"))
