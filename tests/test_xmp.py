@@ -47,9 +47,12 @@ FOREIGN = b"""<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def tags(rating=4, label=None):
+def tags(rating=4, label=None, **choices):
     return xmp.SidecarTags(rating=rating, score=0.712345678, weights_sha256=WEIGHTS, preprocessing="short-side-224",
-                           pairs=PAIRS, label=label)
+                           pairs=PAIRS, label=label, **choices)
+
+
+OVERWRITE = {"overwrite_rating": True, "manage_label": True, "overwrite_label": True}
 
 
 def exiftool_json(path):
@@ -84,14 +87,14 @@ def test_sidecar_naming(tmp_path):
 
 
 def test_merge_keeps_foreign_properties_and_prefixes(tmp_path):
-    merged = xmp.merge_sidecar(FOREIGN, tags(label="Green"))
+    merged = xmp.merge_sidecar(FOREIGN, tags(label="Green", **OVERWRITE))
     text = merged.decode()
     for kept in ("darktable:xmp_version=\"5\"", "xmp:CreatorTool=\"darktable 4.6.1\"", "<dc:subject>",
                  "<rdf:li>holiday</rdf:li>", "<photoshop:City>Lisbon</photoshop:City>", "written by darktable",
                  "x:xmptk=\"XMP Core 4.4.0-Exiv2\""):
         assert kept in text, kept
     assert "ns0:" not in text and "ns1:" not in text
-    assert text.count("Rating") == 1 and 'xmp:Rating="4"' in text  # both old ratings (either form) replaced
+    assert text.count("xmp:Rating") == 1 and 'xmp:Rating="4"' in text  # both old ratings (either form) replaced
     assert 'xmp:Label="Green"' in text and "Red" not in text
     found = xmp.read_tags(merged)
     assert found["Rating"] == "4" and found["qualiclip:score"] == "0.712346"
@@ -99,7 +102,8 @@ def test_merge_keeps_foreign_properties_and_prefixes(tmp_path):
     assert found["qualiclip:preprocessing"] == "short-side-224"
     pair_keys = {f"qualiclip:{v}" for v in xmp.PAIR_PROPERTIES.values()}
     assert {k for k in found if k.startswith("qualiclip:pair")} == pair_keys
-    assert xmp.merge_sidecar(merged, tags(label="Green")) == merged  # stable on re-tagging
+    assert xmp.merge_sidecar(merged, tags(label="Green", **OVERWRITE)) == merged  # stable on re-tagging
+    assert xmp.merge_sidecar(merged, tags(label="Green", manage_label=True)) == merged  # now ours: same
 
 
 def test_label_left_alone_when_not_given():
@@ -108,7 +112,7 @@ def test_label_left_alone_when_not_given():
 
 
 def test_exiftool_reads_merged_and_new_sidecars(tmp_path):
-    merged = write(tmp_path / "IMG_1.xmp", xmp.merge_sidecar(FOREIGN, tags(rating=-1, label="Green")))
+    merged = write(tmp_path / "IMG_1.xmp", xmp.merge_sidecar(FOREIGN, tags(rating=-1, label="Green", **OVERWRITE)))
     fresh = write(tmp_path / "IMG_2.xmp", xmp.merge_sidecar(None, tags(rating=5)))
     got = exiftool_json(merged)
     assert got["XMP-xmp:Rating"] == -1 and got["XMP-xmp:Label"] == "Green"
@@ -153,14 +157,16 @@ def shoot(tmp_path, monkeypatch):
 def test_tag_run_and_undo_restore_previous_sidecars(shoot):
     root, records = shoot
     photos_before = {p.name: sha(p.read_bytes()) for p in root.glob("*.jpg")}
-    plan = plan_tag(records, WEIGHTS, "short-side-224", reject_below=0.2, label="qualiclip")
+    plan = plan_tag(records, WEIGHTS, "short-side-224", reject_below=0.2, reject_label="qualiclip")
     assert [op.destination.name for op in plan] == ["IMG_1.xmp", "IMG_2.xmp", "IMG_3.xmp"]
+    assert [op.kept for op in plan] == [("rating",), (), ()]  # IMG_1's darktable rating is not ours
     result = execute(plan, command="tag")
     status = {o.operation.source.name: o.status for o in result.outcomes}
     assert status == {"IMG_1.jpg": "done", "IMG_2.jpg": "done", "IMG_3.jpg": "failed"}
     assert "not valid XML" in result.failures[0].error
     assert (root / "IMG_3.xmp").read_bytes() == b"<x:xmpmeta broken"  # malformed: untouched
-    assert xmp.read_tags((root / "IMG_1.xmp").read_bytes())["Rating"] == "5"
+    assert 'xmp:Rating="2"' in (root / "IMG_1.xmp").read_text()  # kept (ours would have been 5)
+    assert "qualiclip:Rating" not in (root / "IMG_1.xmp").read_text()
     assert xmp.read_tags((root / "IMG_2.xmp").read_bytes())["Rating"] == "-1"
     assert {p.name: sha(p.read_bytes()) for p in root.glob("*.jpg")} == photos_before  # images never modified
 

@@ -55,7 +55,7 @@ from qualiclip_cli.core.curation.selection import (
     validate_thresholds,
     value_of,
 )
-from qualiclip_cli.core.curation.siblings import DirectoryIndex, find_siblings, renamed_sibling
+from qualiclip_cli.core.curation.siblings import RAW_EXTENSIONS, DirectoryIndex, find_siblings, renamed_sibling
 from qualiclip_cli.core.errors import CurationError, UsageError
 from qualiclip_cli.core.paths import kernel_path
 from qualiclip_cli.core.records import ScoreRecord
@@ -107,6 +107,7 @@ class Operation:
     reason: str
     sibling_of: Path | None = None
     tags: xmp.SidecarTags | None = None
+    kept: tuple[str, ...] = ()  # write_sidecar: what of the user's the plan saw kept ("rating", "label")
 
 
 @dataclass
@@ -400,12 +401,22 @@ def plan_rank_prefix(records: Iterable[ScoreRecord], with_siblings: bool = True,
 
 def plan_tag(records: Iterable[ScoreRecord], weights_sha256: str, preprocessing: str,
              thresholds: Sequence[float] = DEFAULT_TIER_THRESHOLDS, reject_below: float | None = None,
-             label: str | None = None, naming: str = "adobe", rewrite_read_only: bool = False) -> Plan:
-    """Plan writing one XMP sidecar per scored photo (see xmp.py for what is written and how it merges).
-    Photos whose sidecar name another photo already uses (IMG_1.jpg and IMG_1.png with adobe naming) are
-    left out after the first, and so are photos whose sidecar is read-only (xmp.is_read_only) unless
-    `rewrite_read_only`. Sidecars are only looked at here (stat), never opened: a sidecar that is a link, a
-    FIFO or too large fails when its operation runs (or is predicted to, in a dry run)."""
+             reject_label: str | None = None, naming: str = "adobe", rewrite_read_only: bool = False,
+             overwrite_ratings: bool = False, overwrite_labels: bool = False) -> Plan:
+    """Plan writing the XMP sidecars of each scored photo (see xmp.py for what is written and how it merges).
+
+    Which sidecars: every existing one of the photo in either naming (IMG_1.xmp, IMG_1.jpg.xmp), or, when
+    there is none, the one `naming` names; and, for a RAW+JPEG pair, the RAW's own sidecar (IMG_1.CR2.xmp)
+    when it exists or `naming` is "append" (adobe naming gives the RAW no sidecar of its own: IMG_1.xmp is
+    both's). Each gets the photo's rating and is its own operation.
+
+    A rating (or label) that is not ours is kept unless `overwrite_ratings` (`overwrite_labels`); the plan
+    reads each existing sidecar (xmp.read_sidecar: no link followed, nothing blocks, size-limited) to say so in
+    the operation (`kept`, and its reason), and the merge decides again when it runs. `reject_label` labels
+    the rejects (rating -1) only. Photos whose sidecar another photo already uses (IMG_1.jpg and IMG_1.png with
+    adobe naming) are left out after the first, and so are photos whose sidecar is read-only
+    (xmp.is_read_only) unless `rewrite_read_only`. A sidecar that is a link, a FIFO, too large or malformed
+    fails when its operation runs (or is predicted to, in a dry run)."""
     bounds = validate_thresholds(thresholds)
     records = list(records)
     plan = Plan(command="tag")
@@ -416,23 +427,99 @@ def plan_tag(records: Iterable[ScoreRecord], weights_sha256: str, preprocessing:
         if not photo.is_file():
             plan.skipped.append(Skip(photo, SkipKind.NOT_FOUND, "not found"))
             continue
-        sidecar = xmp.sidecar_path(photo, naming, directories)
-        if sidecar in used:
-            plan.skipped.append(Skip(photo, SkipKind.SIDECAR_TAKEN, f"sidecar {sidecar.name} already used for {used[sidecar].name}"))
-            continue
-        used[sidecar] = photo
-        if not rewrite_read_only and xmp.is_read_only(sidecar):
-            plan.skipped.append(Skip(photo, SkipKind.SIDECAR_READ_ONLY,
-                                     f"sidecar {sidecar.name} is read-only; left untouched (--rewrite-read-only "
-                                     "rewrites it, keeping its permissions)"))
+        sidecars = [(f, s) for f, s in _sidecars_to_write(photo, naming, directories) if s not in used]
+        if not sidecars or sidecars[0][0] != photo:  # its existing ones are another photo's (IMG_1.jpg, IMG_1.png)
+            sidecars.insert(0, (photo, xmp.sidecar_path(photo, naming, directories)))
+        first = sidecars[0][1]
+        if first in used:
+            plan.skipped.append(Skip(photo, SkipKind.SIDECAR_TAKEN, f"sidecar {first.name} already used for {used[first].name}"))
             continue
         rating = xmp.rating_for(rec.score, bounds, reject_below)
         tags = xmp.SidecarTags(rating=rating, score=rec.score, weights_sha256=weights_sha256,
-                               preprocessing=preprocessing, pairs=rec.pairs, label=label)
-        plan.operations.append(Operation("write_sidecar", photo, sidecar, f"rating {rating}, score {rec.score:.4f}",
-                                         tags=tags))
+                               preprocessing=preprocessing, pairs=rec.pairs,
+                               label=reject_label if rating == xmp.REJECT_RATING else None,
+                               overwrite_rating=overwrite_ratings, manage_label=reject_label is not None,
+                               overwrite_label=overwrite_labels)
+        for n, (source, sidecar) in enumerate(sidecars):
+            if sidecar in used:
+                continue  # the RAW's sidecar, already written for another photo of the same stem
+            used[sidecar] = photo
+            if not rewrite_read_only and xmp.is_read_only(sidecar):
+                plan.skipped.append(Skip(photo, SkipKind.SIDECAR_READ_ONLY,
+                                         f"sidecar {sidecar.name} is read-only; left untouched (--rewrite-read-only "
+                                         "rewrites it, keeping its permissions)"))
+                if n == 0:
+                    break
+                continue
+            kept, reason = _tag_reason(sidecar, tags, rec.score)
+            if source != photo:
+                reason += f"; RAW of {photo.name}"
+            plan.operations.append(Operation("write_sidecar", source, sidecar, reason, tags=tags, kept=kept))
     _skip_unscored(plan, records)
     return _cover_sources(plan)
+
+
+def curated_folders(roots: Iterable[str | os.PathLike],
+                    journal_directory: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+    """Folders below the roots that earlier cull and sort runs put photos into (`cull --to`, `sort --into`,
+    any quarantine), as recorded in their journals, with the run's id: `tag` does not walk them, as cull and
+    sort do not walk their own. Runs completely undone, and unreadable journals, are passed over; a folder
+    that is itself one of the roots (the user named it) is walked."""
+    from qualiclip_cli.core.curation import journal
+    from qualiclip_cli.core.errors import JournalError
+
+    root_list = _normal_roots(roots)
+    found: dict[Path, str] = {}
+    for run_id in journal.run_ids(journal_directory):
+        try:
+            log = journal.read_run(run_id, journal_directory)
+        except (JournalError, OSError, ValueError):
+            continue
+        if log.empty or log.undone == "complete" or log.header.get("command") not in ("cull", "sort"):
+            continue
+        for folder in log.header.get("folders") or []:
+            if not isinstance(folder, str):
+                continue
+            path = _abs(folder)
+            if path not in root_list and any(_inside(path, r) for r in root_list):
+                found.setdefault(path, run_id)
+    return sorted(found.items())
+
+
+def _sidecars_to_write(photo: Path, naming: str, index: DirectoryIndex) -> list[tuple[Path, Path]]:
+    """(file the sidecar belongs to, sidecar) pairs for a photo: its own first, then its RAWs'."""
+    pairs = [(photo, s) for s in xmp.sidecars_of(photo, naming, index)]
+    for sibling in find_siblings(photo, index):
+        if sibling.suffix.lower().lstrip(".") not in RAW_EXTENSIONS:
+            continue
+        own = xmp.sidecar_path(sibling, "append", index)  # IMG_1.CR2.xmp, any letter case
+        if (naming == "append" or os.path.lexists(own)) and own not in {s for _, s in pairs}:
+            pairs.append((sibling, own))
+    return pairs
+
+
+def _tag_reason(sidecar: Path, tags: xmp.SidecarTags, score: float) -> tuple[tuple[str, ...], str]:
+    """What the write keeps of the user's, and the operation's reason."""
+    decision = xmp.MergeDecision()
+    try:
+        found = xmp.read_sidecar(sidecar)
+        if found is not None:
+            decision = xmp.merge_decision(found.data, tags, where=str(sidecar))
+    except (CurationError, OSError):
+        pass  # the operation fails when it runs, with this reason (a dry run predicts it)
+    kept: list[str] = []
+    if decision.kept_rating is not None:
+        kept.append("rating")
+        parts = [f"kept its own rating {decision.kept_rating}"]
+    else:
+        parts = [f"rating {tags.rating}"]
+    if decision.kept_label is not None:
+        kept.append("label")
+        parts.append(f"kept its own label {decision.kept_label}")
+    elif tags.label is not None and decision.kept_rating is None:
+        parts.append(f"label {tags.label}")
+    parts.append(f"score {score:.4f}")
+    return tuple(kept), ", ".join(parts)
 
 
 def _cover_sources(plan: Plan) -> Plan:

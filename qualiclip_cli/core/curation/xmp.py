@@ -3,10 +3,18 @@
 What we write (readable by Lightroom Classic, darktable, digiKam and exiftool):
 
 - `xmp:Rating`: 1..5 stars from the score's tier (see selection.assign_tier), or -1 (reject) when the score is
-  below `reject_below`.
-- `xmp:Label`: only when a label is given; an existing label is otherwise left as it is.
+  below `reject_below`; recorded as well in `qualiclip:Rating`.
+- `xmp:Label`: only a label asked for (the rejects' label); recorded as well in `qualiclip:Label`.
 - in the private namespace `qualiclip:` (QUALICLIP_NS): `score`, one property per prompt pair
   (`pairOverall`, `pairSharpness`, ... from PAIR_NAMES), `weightsSha256` and `preprocessing`.
+
+The photographer's choices come first. An `xmp:Rating` is ours only while it equals the `qualiclip:Rating`
+we recorded next to it; any other rating (set by a person or another program, or ours changed since) is kept
+unless `overwrite_rating`, and then `qualiclip:Rating` is dropped, so a rating that is not ours is never taken
+for ours later. A rating of 0 (XMP's "no rating") or none counts as not set. Labels alike: an `xmp:Label` is
+ours while it equals `qualiclip:Label`; a run that labels (`manage_label`) sets its label where there is none
+or ours (any with `overwrite_label`), and takes our earlier label away from a photo it no longer labels (nor
+labels a photo whose own rating is kept); a run that does not label leaves labels alone. `merge_decision` says, before writing, what a merge keeps.
 
 Merging: every property we do not own is kept: other rdf:Descriptions, other namespaces (with their
 prefixes), attribute-form and element-form properties, the x:xmpmeta wrapper, comments. Our properties are
@@ -73,6 +81,10 @@ _ABOUT = f"{{{RDF_NS}}}about"
 SCORE_PROPERTY = "score"
 WEIGHTS_PROPERTY = "weightsSha256"
 PREPROCESSING_PROPERTY = "preprocessing"
+RATING_PROPERTY = "Rating"  # the xmp:Rating we wrote: while they are equal, the rating is ours
+LABEL_PROPERTY = "Label"    # the xmp:Label we wrote
+OUR_RATING = f"{{{QUALICLIP_NS}}}{RATING_PROPERTY}"
+OUR_LABEL = f"{{{QUALICLIP_NS}}}{LABEL_PROPERTY}"
 PAIR_PROPERTIES: dict[str, str] = {name: "pair" + name[:1].upper() + name[1:] for name in PAIR_NAMES}
 
 _EMPTY_SIDECAR = (
@@ -90,7 +102,11 @@ _NAMESPACE_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class SidecarTags:
-    """What one sidecar should say. rating: -1 (reject) or 1..5; pairs: sub-score per PAIR_NAMES entry."""
+    """What one sidecar should say. rating: -1 (reject) or 1..5; pairs: sub-score per PAIR_NAMES entry.
+
+    overwrite_rating: replace a rating that is not ours too. label: the label this photo should get (None:
+    none); manage_label: this run labels (without it labels are left alone); overwrite_label: replace a label
+    that is not ours too."""
 
     rating: int
     score: float
@@ -98,6 +114,18 @@ class SidecarTags:
     preprocessing: str
     pairs: Mapping[str, float] | None = None
     label: str | None = None
+    overwrite_rating: bool = False
+    manage_label: bool = False
+    overwrite_label: bool = False
+
+
+@dataclass(frozen=True)
+class MergeDecision:
+    """What a merge does with the rating and the label already there. kept_rating / kept_label: the value
+    kept because it is not ours (None: ours was written, or there was none)."""
+
+    kept_rating: str | None = None
+    kept_label: str | None = None
 
 
 def rating_for(score: float, thresholds: Sequence[float] = DEFAULT_TIER_THRESHOLDS,
@@ -115,15 +143,15 @@ def rating_for(score: float, thresholds: Sequence[float] = DEFAULT_TIER_THRESHOL
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
-def check_label(label: str | None) -> None:
+def check_label(label: str | None, option: str = "--reject-label") -> None:
     """Refuse a label no XMP sidecar can hold (UsageError), before anything is scored or written."""
-    if label is not None and _NOT_XML.search(label):
-        raise UsageError(f"--label must be text a sidecar can hold (valid UTF-8, no control characters), "
-                         f"got {label!r}")
+    if label is not None and (_NOT_XML.search(label) or not label.strip()):
+        raise UsageError(f"{option} must be text a sidecar can hold (not empty, valid UTF-8, no control "
+                         f"characters), got {label!r}")
 
 
 def sidecar_path(photo: str | os.PathLike, naming: str = "adobe", index: DirectoryIndex | None = None) -> Path:
-    """The sidecar of a photo: "adobe" gives IMG_1.xmp, "append" gives IMG_1.jpg.xmp.
+    """The sidecar of a photo in one naming: "adobe" gives IMG_1.xmp, "append" gives IMG_1.jpg.xmp.
 
     If a sidecar of that name exists with different letter case (IMG_1.XMP), that existing file is returned,
     so it is updated rather than shadowed by a second sidecar; so is one that is not a regular file (a link, a
@@ -133,6 +161,13 @@ def sidecar_path(photo: str | os.PathLike, naming: str = "adobe", index: Directo
     if naming not in SIDECAR_NAMINGS:
         raise UsageError(f"sidecar naming must be one of {', '.join(SIDECAR_NAMINGS)}, got {naming!r}")
     photo = Path(photo)
+    found = _existing_sidecar(photo, naming, index)
+    if found is not None:
+        return found
+    return photo.with_name((photo.stem if naming == "adobe" else photo.name) + ".xmp")
+
+
+def _existing_sidecar(photo: Path, naming: str, index: DirectoryIndex | None) -> Path | None:
     stem = photo.stem if naming == "adobe" else photo.name
     wanted = photo.with_name(stem + ".xmp")
     if os.path.lexists(wanted):
@@ -145,7 +180,22 @@ def sidecar_path(photo: str | os.PathLike, naming: str = "adobe", index: Directo
                 return photo.with_name(name)
     except OSError:
         pass
-    return wanted
+    return None
+
+
+def sidecars_of(photo: str | os.PathLike, naming: str = "adobe", index: DirectoryIndex | None = None) -> list[Path]:
+    """The sidecars to write for a photo: every one that exists in either naming (IMG_1.xmp, IMG_1.jpg.xmp, any
+    letter case), the chosen naming's first, so an existing sidecar is updated rather than joined by a
+    second, disagreeing one; when none exists, the one `naming` names (to be created). Stat only."""
+    if naming not in SIDECAR_NAMINGS:
+        raise UsageError(f"sidecar naming must be one of {', '.join(SIDECAR_NAMINGS)}, got {naming!r}")
+    photo = Path(photo)
+    found = []
+    for each in (naming, *(n for n in SIDECAR_NAMINGS if n != naming)):
+        path = _existing_sidecar(photo, each, index)
+        if path is not None and path not in found:
+            found.append(path)
+    return found or [sidecar_path(photo, naming, index)]
 
 
 @dataclass(frozen=True)
@@ -242,21 +292,105 @@ def _rdf_of(root: ET.Element, where: str) -> ET.Element:
     return rdf
 
 
-def _owned(tag: str, tags: SidecarTags) -> bool:
-    return tag == RATING or tag.startswith(f"{{{QUALICLIP_NS}}}") or (tag == LABEL and tags.label is not None)
+def _first_values(rdf: ET.Element) -> dict[str, str]:
+    """The first value (attribute or element form, any rdf:Description) of the properties merging decides on."""
+    values: dict[str, str] = {}
+    for desc in rdf.findall(_DESCRIPTION):
+        for tag in (RATING, LABEL, OUR_RATING, OUR_LABEL):
+            if tag in values:
+                continue
+            if tag in desc.attrib:
+                values[tag] = desc.attrib[tag].strip()
+            else:
+                child = desc.find(tag)
+                if child is not None:
+                    values[tag] = "".join(child.itertext()).strip()
+    return values
+
+
+def _same_rating(a: str | None, b: str | None) -> bool:
+    try:
+        return a is not None and b is not None and float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def _unset_rating(value: str | None) -> bool:
+    if value is None or value == "":
+        return True
+    try:
+        return float(value) == 0  # XMP: 0 is "no rating"
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Per merge: what to write over what is there."""
+
+    decision: MergeDecision
+    write_rating: bool
+    label: str | None      # the label to write
+    drop_label: bool       # take the existing xmp:Label away (ours, no longer wanted)
+    keep_our_label: bool   # keep qualiclip:Label as it is (a run that does not label)
+
+
+def _decide(values: Mapping[str, str], tags: SidecarTags) -> _Plan:
+    rating = values.get(RATING)
+    rating_ours = _same_rating(rating, values.get(OUR_RATING))
+    write_rating = tags.overwrite_rating or rating_ours or _unset_rating(rating)
+    kept_rating = None if write_rating else rating
+    label, ours = values.get(LABEL), values.get(OUR_LABEL)
+    label_ours = label is not None and label != "" and label == ours
+    if not tags.manage_label:
+        return _Plan(MergeDecision(kept_rating, None), write_rating, None, False, True)
+    if tags.label is None or not write_rating:
+        # not labelled this run (nor is a photo whose own rating is kept: the label marks our rejects): our
+        # earlier label goes, any other stays
+        return _Plan(MergeDecision(kept_rating, None), write_rating, None, label_ours, False)
+    if not label or label_ours or tags.overwrite_label:
+        return _Plan(MergeDecision(kept_rating, None), write_rating, tags.label, False, False)
+    if label == tags.label:  # already says so, but someone else's: left as it is, never taken for ours
+        return _Plan(MergeDecision(kept_rating, None), write_rating, None, False, False)
+    return _Plan(MergeDecision(kept_rating, label), write_rating, None, False, False)
+
+
+def _owned(tag: str, plan: _Plan) -> bool:
+    """Whether the merge removes this property (to write it again, or because it goes)."""
+    if tag == OUR_LABEL:
+        return not plan.keep_our_label
+    if tag.startswith(f"{{{QUALICLIP_NS}}}"):
+        return True
+    if tag == RATING:
+        return plan.write_rating
+    if tag == LABEL:
+        return plan.label is not None or plan.drop_label
+    return False
+
+
+def merge_decision(existing: bytes | None, tags: SidecarTags, where: str = "sidecar") -> MergeDecision:
+    """What merging `tags` into `existing` keeps of the rating and label already there (see the module
+    docstring). Raises CurationError for a sidecar `merge_sidecar` would refuse."""
+    if existing is None:
+        return MergeDecision()
+    _encoding_of(existing, where)
+    root, _ = _parse(existing, where)
+    return _decide(_first_values(_rdf_of(root, where)), tags).decision
 
 
 def _format_float(x: float) -> str:
     return f"{float(x):.6f}"
 
 
-def _our_properties(tags: SidecarTags) -> list[tuple[str, str]]:
+def _our_properties(tags: SidecarTags, plan: _Plan) -> list[tuple[str, str]]:
     if not (tags.rating == REJECT_RATING or 1 <= tags.rating <= 5):
         raise UsageError(f"rating must be -1 or 1..5, got {tags.rating!r}")
     q = f"{{{QUALICLIP_NS}}}"
-    props = [(RATING, str(int(tags.rating)))]
-    if tags.label is not None:
-        props.append((LABEL, tags.label))
+    props = []
+    if plan.write_rating:
+        props += [(RATING, str(int(tags.rating))), (OUR_RATING, str(int(tags.rating)))]
+    if plan.label is not None:
+        props += [(LABEL, plan.label), (OUR_LABEL, plan.label)]
     props.append((q + SCORE_PROPERTY, _format_float(tags.score)))
     for name in PAIR_NAMES:
         if tags.pairs is not None and tags.pairs.get(name) is not None:
@@ -273,17 +407,18 @@ def merge_sidecar(existing: bytes | None, tags: SidecarTags, where: str = "sidec
     encoding = _encoding_of(data, where)
     root, namespaces = _parse(data, where)
     rdf = _rdf_of(root, where)
+    plan = _decide(_first_values(rdf), tags)
     descriptions = rdf.findall(_DESCRIPTION)
     for desc in descriptions:
-        for attr in [a for a in desc.attrib if _owned(a, tags)]:
+        for attr in [a for a in desc.attrib if _owned(a, plan)]:
             del desc.attrib[attr]
-        for child in [c for c in desc if isinstance(c.tag, str) and _owned(c.tag, tags)]:
+        for child in [c for c in desc if isinstance(c.tag, str) and _owned(c.tag, plan)]:
             desc.remove(child)
     if descriptions:
         target = descriptions[0]
     else:
         target = ET.SubElement(rdf, _DESCRIPTION, {_ABOUT: ""})
-    for key, value in _our_properties(tags):
+    for key, value in _our_properties(tags, plan):
         target.set(key, value)
     with _NAMESPACE_LOCK:
         _register_defaults()
