@@ -375,21 +375,23 @@ def test_tag_writes_sidecars_exiftool_reads_and_merges_foreign_ones(tmp_path, ti
     (root / "IMG_3.xmp").write_bytes(FOREIGN)
     before = snapshot(root.parent, include_dirs=True)
 
-    dry = cli("tag", root, "--tiers", ",".join(map(repr, tiers)), "--reject-below", repr(reject), "--label", "Green",
-              "-n", weights=tiny_weights_file)
+    args = ("--tiers", ",".join(map(repr, tiers)), "--reject-below", repr(reject), "--reject-label", "Green")
+    dry = cli("tag", root, *args, "-n", weights=tiny_weights_file)
     assert dry.exit_code == 0 and snapshot(root.parent, include_dirs=True) == before
-    result = cli("tag", root, "--tiers", ",".join(map(repr, tiers)), "--reject-below", repr(reject), "--label", "Green",
-                 weights=tiny_weights_file)
+    result = cli("tag", root, *args, weights=tiny_weights_file)
     assert result.exit_code == 0, result.stderr
     assert result.stdout == dry.stdout and "wrote 4 sidecars" in result.stderr
+    assert "1 kept its own rating" in result.stderr  # IMG_3's rating 1 is someone else's
 
     sha = hashlib.sha256(tiny_weights_file.read_bytes()).hexdigest()
     got = _exiftool(*(root / f"IMG_{i}.xmp" for i in range(1, 5)))
     for name, score in scores.items():
         row = got[name.replace(".jpg", ".xmp")]
         expected = -1 if name == order[0] else assign_tier(score, tiers)
+        if name == "IMG_3.jpg":
+            expected = 1  # set by someone else: kept (and, a kept rating being no reject, not labelled)
         assert row["XMP-xmp:Rating"] == expected, name
-        assert row["XMP-xmp:Label"] == "Green"
+        assert row.get("XMP-xmp:Label") == ("Green" if expected == -1 else None), name  # the rejects only
         assert row["XMP-qualiclip:Score"] == pytest.approx(score, abs=1e-6)
         assert row["XMP-qualiclip:WeightsSha256"] == sha
         assert row["XMP-qualiclip:Preprocessing"]
@@ -412,7 +414,7 @@ def test_tag_append_naming_and_malformed_sidecar_exit_3(tmp_path, tiny_weights_f
     assert [r["error"] for r in _jsonl(dry.stdout)] == [r["error"] for r in _jsonl(real.stdout)]
     assert (root / "IMG_1.jpg.xmp").read_bytes() == b"<not xml"
     assert _exiftool(root / "IMG_2.jpg.xmp")["IMG_2.jpg.xmp"]["XMP-xmp:Rating"] in (1, 2, 3, 4, 5)
-    assert "IMG_1.jpg" in real.stderr
+    assert "IMG_1.jpg" not in real.stderr and "1 failed" in real.stderr  # reported once: by its row
 
 
 # ---------------------------------------------------------------------------------------- history and undo

@@ -308,6 +308,6 @@ def test_a_label_no_sidecar_can_hold_is_refused_before_anything_is_written(tmp_p
     root = tmp_path / "shoot"
     before = _shoot(root)
     for label in (os.fsdecode(b"red\xe9"), "red\x01"):
-        proc = _q("tag", root, "--label", label, weights=tiny_weights_file, code=2)
-        assert len(proc.stderr.splitlines()) == 1 and "--label" in proc.stderr
+        proc = _q("tag", root, "--reject-below", "0.5", "--reject-label", label, weights=tiny_weights_file, code=2)
+        assert len(proc.stderr.splitlines()) == 1 and "--reject-label" in proc.stderr
         assert _tree(root) == before

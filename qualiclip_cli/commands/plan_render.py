@@ -5,13 +5,14 @@ destination actually used and, for an operation that failed, the reason. Photos 
 reported too (stderr in text, rows with status "skipped" in jsonl/json). The summary, the run id and how to
 undo go to stderr.
 
-Text line:  `move  a/IMG_1.jpg -> a/_rejected/IMG_1.jpg  (score 0.2130)`, with `  [failed: reason]` appended
-for a failed operation. Paths are shown relative to the current directory when they are inside it, and
+Text line:  `move  a/IMG_1.jpg -> a/_rejected/IMG_1.jpg  (score 0.2130)`, with `  [rolled back: reason]` or
+`  [skipped: reason]` appended for a member of a failed unit. Paths are shown relative to the current directory when they are inside it, and
 escaped (`core.names.display`): one operation is always one line, whatever its names hold.
 jsonl/json rows: action, source, destination (absolute paths), status ("planned" in a dry run, "done",
 "failed", "rolled_back" (put back because another member of its unit failed), "skipped" or "listed"), error,
-score (of the photo; a sibling carries its photo's score), reason, sibling_of. A failed unit (a photo and its
-siblings) gets one warning on stderr, naming the member that failed and why.
+score (of the photo; a sibling carries its photo's score), reason, sibling_of. A failure is reported once:
+in text, by one warning on stderr per failed unit (a photo and its siblings), naming the member that failed
+and why (its line is not also printed on stdout); in jsonl/json, by its row on stdout.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Row:
     reason: str
     sibling_of: Optional[Path] = None
     skip: Optional[Skip] = None  # the plan's Skip, for a photo the plan left out
+    kept: tuple[str, ...] = ()   # tag: what of the user's the write kept ("rating", "label")
 
     def to_dict(self) -> dict:
         return {
@@ -141,7 +143,7 @@ def _rows_of_plan(plan, scores: Mapping[Path, float], predicted: Mapping[int, st
         if error is not None:
             status = "failed"
         rows.append(Row(op.action, op.source, op.destination, status, error, _score_of(op, scores), op.reason,
-                        op.sibling_of))
+                        op.sibling_of, kept=op.kept))
     return rows
 
 
@@ -153,7 +155,7 @@ def _rows_of_run(run, scores: Mapping[Path, float]) -> list[Row]:
         if op.action == "trash":
             destination = None
         rows.append(Row(op.action, op.source, destination, outcome.status, outcome.error, _score_of(op, scores),
-                        op.reason, op.sibling_of))
+                        op.reason, op.sibling_of, kept=op.kept))
     return rows
 
 
@@ -194,7 +196,7 @@ def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[
 
     console = stderr()
     for row in rows:  # one warning per failed unit: its put-back and not-attempted members are in its line
-        if row.status == "failed":
+        if row.status == "failed" and fmt == "text":  # jsonl/json: the row on stdout is the report
             what = "would fail" if dry_run else row.status
             console.print(f"qualiclip: warning: {row.action} {display_path(row.source)} {what}: {display(row.error)}",
                           highlight=False, markup=False)
@@ -219,7 +221,8 @@ def _print_rows(rows: list[Row], skipped: list[Row], fmt: str) -> None:
     out = sys.stdout  # the machine formats switch it to UTF-8 when needed (write_rows)
     if fmt == "text":
         for row in rows:
-            out.write(row.line() + "\n")
+            if row.status != "failed":  # a failure is reported once, by its warning on stderr
+                out.write(row.line() + "\n")
     else:
         write_rows([row.to_dict() for row in rows + skipped], fmt, out)
     out.flush()
@@ -249,6 +252,11 @@ def _summary(command: str, rows: list[Row], skipped: list[Row], dry_run: bool) -
             parts.append(f"{rolled_back} put back")
         if not_attempted:
             parts.append(f"{not_attempted} not attempted")
+        for what in ("rating", "label"):
+            kept = sum(1 for r in rows if what in r.kept and r.status in ("done", "planned"))
+            if kept:
+                parts.append(f"{kept} {'would keep' if dry_run else 'kept'} "
+                             f"{'its' if kept == 1 else 'their'} own {what}")
     if skipped:
         parts.append(f"{len(skipped)} left out")
     text = head + ", ".join(parts)

@@ -8,6 +8,7 @@ import typer
 
 from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands import plan_render as pr
+from qualiclip_cli.commands.console import stderr
 from qualiclip_cli.commands.errors import handle_errors
 from qualiclip_cli.core.curation.xmp import SidecarNaming
 
@@ -22,9 +23,23 @@ def tag(
         Optional[float],
         typer.Option("--reject-below", help="Rate photos scoring below this -1 (rejected) instead of giving stars."),
     ] = None,
-    label: Annotated[
-        Optional[str], typer.Option("--label", help="Also set xmp:Label (e.g. a colour label) to this text."),
+    reject_label: Annotated[
+        Optional[str],
+        typer.Option("--reject-label",
+                     help="With --reject-below: also give the rejects this xmp:Label (e.g. Red). A label a photo "
+                          "already has is kept (see --overwrite-labels)."),
     ] = None,
+    label: Annotated[Optional[str], typer.Option("--label", hidden=True)] = None,
+    overwrite_ratings: Annotated[
+        bool,
+        typer.Option("--overwrite-ratings",
+                     help="Also replace ratings qualiclip did not write (set by you or another program); without "
+                          "it they are kept and counted in the summary."),
+    ] = False,
+    overwrite_labels: Annotated[
+        bool,
+        typer.Option("--overwrite-labels", help="With --reject-label: also replace labels qualiclip did not write."),
+    ] = False,
     sidecar: Annotated[
         SidecarNaming,
         typer.Option("--sidecar", help="Sidecar naming: adobe (IMG_1.xmp: Lightroom, digiKam) or append (IMG_1.jpg.xmp: "
@@ -58,29 +73,48 @@ def tag(
     offline: opt.Offline = False,
 ) -> None:
     """Write XMP sidecars: xmp:Rating stars from the score's tier (-1 = rejected with --reject-below), an
-    optional xmp:Label, and the score, sub-scores, weights hash and preprocessing in the qualiclip: namespace.
+    optional label for the rejects, and the score, sub-scores, weights hash and preprocessing in the
+    qualiclip: namespace.
 
+    Your own choices come first: a rating or label qualiclip did not write is kept (--overwrite-ratings,
+    --overwrite-labels replace them); ratings qualiclip wrote earlier are updated. An existing sidecar in
+    either naming (IMG_1.xmp, IMG_1.jpg.xmp) is updated rather than joined by a second one; a RAW+JPEG pair's
+    RAW sidecar (IMG_1.CR2.xmp) gets the same rating when it exists or with --sidecar append.
     Existing sidecars are merged: everything else in them is kept, permissions and encoding too. A sidecar
     that is not valid XMP, contains a DTD, is larger than 4 MiB, is a symbolic link or a FIFO (or anything but
     a regular file), or is read-only (see --rewrite-read-only) is left untouched and reported (exit 3).
-    Folders named _rejected (cull's quarantine) are not walked. Every write is journaled (`qualiclip undo`
+    Folders named _rejected (cull's quarantine) are not walked, nor the folders earlier cull --to and sort
+    --into runs (not undone) put photos into. Every write is journaled (`qualiclip undo`
     restores the previous sidecars). Exit codes: 0 ok, 3 some files failed, 1 error, 2 bad usage.
     """
     from qualiclip_cli.commands.scoring import run_scoring, summarise
     from qualiclip_cli.core.curation import xmp
     from qualiclip_cli.core.curation.execute import predict_failures
-    from qualiclip_cli.core.curation.plan import QUARANTINE_DIRNAME, plan_tag
+    from qualiclip_cli.core.curation.plan import QUARANTINE_DIRNAME, curated_folders, plan_tag
+    from qualiclip_cli.core.errors import UsageError
 
+    if label is not None:
+        raise UsageError("--label was removed: it labelled every photo, replacing labels you had set; use "
+                         "--reject-below T --reject-label LABEL to label the rejects only")
+    if reject_label is not None and reject_below is None:
+        raise UsageError("--reject-label only applies with --reject-below T (it labels the photos rated -1)")
+    if overwrite_labels and reject_label is None:
+        raise UsageError("--overwrite-labels only applies with --reject-label LABEL")
     thresholds = pr.parse_tiers(tiers)
     xmp.rating_for(0.5, thresholds, reject_below)  # validates --reject-below before any scoring
-    xmp.check_label(label)
+    xmp.check_label(reject_label)
 
+    curated = curated_folders(paths)
+    for folder, run_id in curated:
+        stderr().print(f"qualiclip: note: not walking {pr.display_path(folder)} (photos put there by run {run_id})",
+                       highlight=False, markup=False)
     choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
-    scoring = run_scoring(choices)
+    scoring = run_scoring(choices, skip_under=[folder for folder, _ in curated])
     summarise(scoring.records, scoring.elapsed)
     plan = plan_tag(scoring.records, scoring.weights_sha256, scoring.identity, thresholds=thresholds,
-                    reject_below=reject_below, label=label, naming=sidecar,
-                    rewrite_read_only=rewrite_read_only)
+                    reject_below=reject_below, reject_label=reject_label, naming=sidecar,
+                    rewrite_read_only=rewrite_read_only, overwrite_ratings=overwrite_ratings,
+                    overwrite_labels=overwrite_labels)
     predicted = predict_failures(plan) if dry_run else {}
     code = pr.carry_out(plan, records=scoring.records, action="write_sidecar", command="tag",
                         argv=pr.invocation("tag", paths), dry_run=dry_run, fmt=fmt, predicted_failures=predicted)
