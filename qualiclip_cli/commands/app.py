@@ -20,7 +20,8 @@ app = typer.Typer(
     help="Score, cull, sort and tag photos by quality with QualiCLIP (a CLIP-based no-reference IQA model).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -62,6 +62,11 @@ def cull(
 ) -> None:
     """Act on the low scorers: list them, move or copy them into a quarantine folder, or send them to the trash.
 
+    Examples:
+
+        qualiclip cull shoot/ --below 0.35 --dry-run    # the plan; nothing changes
+        qualiclip cull shoot/ --below 0.35 --action move  # into shoot/_rejected/
+
     Give --below, --keep-top or --bottom-percent (--below combines with either: a photo is culled only if all
     given criteria select it), and/or --unreadable (broken files, which have no score). --by sharpness (or any
     sub-score) makes the score criteria look at that sub-score. Sidecars and RAW+JPEG siblings go with their

@@ -39,6 +39,11 @@ def evaluate(
 ) -> None:
     """Measure weights files: agreement with human ratings (--mos) or distortion sensitivity (--synthetic).
 
+    Examples:
+
+        qualiclip evaluate --synthetic held-out/ --weights official --weights mine.pth
+        qualiclip evaluate --mos ratings.csv --weights official
+
     --mos prints SRCC (Spearman) and PLCC (Pearson, on the raw scores) per weights file.
 
     --synthetic prints, per distortion group and overall, the Spearman correlation between quality and -level (1: a stronger degradation always looks worse; 0: blind), within each crop ("per crop", steady) and pooled over all crops (content mixes in). Use photos that were not used for training.

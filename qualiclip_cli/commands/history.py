@@ -27,6 +27,10 @@ def history(
 ) -> None:
     """List the runs of cull, sort and tag (newest first) with their run ids, counts and undo state.
 
+    Examples:
+
+        qualiclip history --limit 5
+
     Dry runs and list-only culls change nothing and are not recorded. Undo a run with `qualiclip undo RUN_ID`.
     """
     from qualiclip_cli.commands.console import print_table, stdout_is_terminal

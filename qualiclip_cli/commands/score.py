@@ -41,6 +41,11 @@ def score(
 ) -> None:
     """Score images with QualiCLIP (0–1, higher is better).
 
+    Examples:
+
+        qualiclip score shoot/ --sort -score      (a table, best first)
+        qualiclip score library/ -o scores.csv    (csv, from the extension)
+
     Results go to stdout; progress and the summary to stderr. Exit code 0 when every file was scored,
     3 when some could not be read (they get status "error" rows), 1 on a fatal error, 2 on bad usage.
     """

@@ -58,6 +58,11 @@ def sort(
 ) -> None:
     """Order photos by score: print the ranking (best first), or organise the files.
 
+    Examples:
+
+        qualiclip sort shoot/                      # the ranking, best first
+        qualiclip sort shoot/ --into by-quality/   # copies into tier folders
+
     Without --into or --rank-prefix nothing changes: the ranked list goes to stdout (rank, score, path; or
     jsonl/json with --format). --into DIR copies (default) or moves photos into tier folders (sub-folders kept:
     shoot/2024/a.jpg goes to DIR/3-good/2024/a.jpg); --rank-prefix renames them in place, replacing a rank

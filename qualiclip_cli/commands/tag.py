@@ -76,10 +76,16 @@ def tag(
     optional label for the rejects, and the score, sub-scores, weights hash and preprocessing in the
     qualiclip: namespace.
 
+    Examples:
+
+        qualiclip tag shoot/                                         # 1-5 stars in XMP sidecars
+        qualiclip tag shoot/ --reject-below 0.3 --reject-label Red   # rating -1 and a red label below 0.3
+
     Your own choices come first: a rating or label qualiclip did not write is kept (--overwrite-ratings,
     --overwrite-labels replace them); ratings qualiclip wrote earlier are updated. An existing sidecar in
     either naming (IMG_1.xmp, IMG_1.jpg.xmp) is updated rather than joined by a second one; a RAW+JPEG pair's
     RAW sidecar (IMG_1.CR2.xmp) gets the same rating when it exists or with --sidecar append.
+
     Existing sidecars are merged: everything else in them is kept, permissions and encoding too. A sidecar
     that is not valid XMP, contains a DTD, is larger than 4 MiB, is a symbolic link or a FIFO (or anything but
     a regular file), or is read-only (see --rewrite-read-only) is left untouched and reported (exit 3).

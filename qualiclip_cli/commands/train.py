@@ -59,6 +59,11 @@ def train(
 ) -> None:
     """Fine-tune QualiCLIP's image encoder on your own clean photos (self-supervised, no ratings needed).
 
+    Examples:
+
+        qualiclip train --pristine ~/Photos/clean --out runs/mine --steps 1000
+        qualiclip train --out runs/mine --resume
+
     Each photo gives two overlapping crops, degraded at 5 increasing levels with the same distortion; the model learns to score each level below the one before and the two crops of a level alike (the QualiCLIP paper's self-supervised training). The result, OUT/qualiclip-finetuned.pth, is printed on stdout and loads with `qualiclip score --weights`.
 
     Check it on held-out photos: `qualiclip evaluate --synthetic DIR --weights official --weights OUT/qualiclip-finetuned.pth`. Several GPUs or nodes: `torchrun --nproc_per_node N -m qualiclip_cli train ...`. See the distortions with `qualiclip train preview`.
@@ -164,7 +169,12 @@ def preview(
     max_side: Annotated[int, typer.Option("--max-side", help="Downscale the photo like training does first (0: native).")] = TrainConfig.max_side,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random parameters (noise, angles, signs).")] = 0,
 ) -> None:
-    """Render one photo under every distortion type (rows) and level (columns) as a labelled PNG grid."""
+    """Render one photo under every distortion type (rows) and level (columns) as a labelled PNG grid.
+
+    Examples:
+
+        qualiclip train preview --pristine ~/Photos/clean --out degradations.png
+    """
     from qualiclip_cli.core.errors import UsageError
     from training.dataset import find_pristine, load_image
     from training.preview import preview_crop, render_grid

@@ -27,6 +27,11 @@ def undo(
     """Undo a run: every moved, copied, renamed or trashed file goes back where it was, sidecars get their
     previous content back.
 
+    Examples:
+
+        qualiclip undo           # put back the latest run
+        qualiclip undo RUN_ID    # or a run that qualiclip history lists
+
     Each file is found by its SHA-256, so a file changed since the run, or a place now taken by another file,
     is never overwritten: it is left where it is and reported (exit 3). Symbolic links are never followed: an
     original path that is now a link is reported and the photo stays where the run put it; a file is only

@@ -18,7 +18,12 @@ app = typer.Typer(help="Manage the QualiCLIP weights file (download, import, loc
 def download(
     force: Annotated[bool, typer.Option("--force", help="Download again even if a valid file is installed.")] = False,
 ) -> None:
-    """Download the official weights into the cache dir (checked, then pinned by SHA-256)."""
+    """Download the official weights into the cache dir (checked, then pinned by SHA-256).
+
+    Examples:
+
+        qualiclip weights download
+    """
     from qualiclip_cli.commands.weights_progress import download_with_progress
     from qualiclip_cli.core.model import weights as W
 
@@ -35,7 +40,12 @@ def import_(
     file: Annotated[Path, typer.Argument(help="A qualiclip.pth obtained elsewhere.", show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Replace an installed file that differs.")] = False,
 ) -> None:
-    """Install a weights file downloaded on another machine (for offline use)."""
+    """Install a weights file downloaded on another machine (for offline use).
+
+    Examples:
+
+        qualiclip weights import ~/Downloads/qualiclip.pth
+    """
     from qualiclip_cli.core.model import weights as W
 
     path = W.import_weights(file, force=force)
@@ -46,7 +56,12 @@ def import_(
 @app.command()
 @handle_errors
 def path() -> None:
-    """Print where the weights file is (or would be) installed."""
+    """Print where the weights file is (or would be) installed.
+
+    Examples:
+
+        qualiclip weights path
+    """
     from qualiclip_cli.core.model import weights as W
 
     typer.echo(str(W.cached_weights_path()))
@@ -58,7 +73,13 @@ def verify(
     file: Annotated[Path | None, typer.Argument(help="File to check \\[default: the installed one].", show_default=False)] = None,
 ) -> None:
     """Check a weights file: loads safely, has the QualiCLIP layout, holds no NaN or infinite values, and matches
-    its pinned SHA-256."""
+    its pinned SHA-256.
+
+    Examples:
+
+        qualiclip weights verify                                      # the installed file
+        qualiclip weights verify runs/mine/qualiclip-finetuned.pth
+    """
     from qualiclip_cli.core.model import layout
     from qualiclip_cli.core.model import weights as W
 
