@@ -1,8 +1,9 @@
-"""Every command has help; `qualiclip --help` stays light (no torch import); version; usage exit code."""
+"""Every command has help; `qualiclip --help` stays light (no torch import); version; usage exit code; the terminal."""
 
 import subprocess
 import sys
 
+import pytest
 import typer
 
 from cli_support import run_cli
@@ -67,3 +68,88 @@ def test_scoring_commands_share_every_scoring_option():
         flags[name] = {k: params[k] for k in wanted}
     assert all(f == flags["score"] for f in flags.values())
     assert flags["score"]["decoder"] == ("--decoder",)
+
+
+# ------------------------------------------------------------------ the terminal: warnings above the bar
+
+BAR = "━"  # Rich's bar characters (also ╸ ╺ at the ends)
+
+
+def _on_a_terminal(args: list[str], env: dict, timeout: float = 120) -> tuple[str, bytes]:
+    """Run `args` with stderr on a pseudo-terminal (stdout piped): (stdout, stderr's raw bytes as the terminal got
+    them). Bounded: the process is killed after `timeout` seconds."""
+    import os
+    import pty
+    import select
+    import time
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower,
+                            env={**os.environ, "COLUMNS": "100", "TERM": "xterm", **env})
+    os.close(follower)
+    raw, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1.0)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            raw += chunk
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+    out = proc.communicate(timeout=30)[0].decode()
+    return out, raw
+
+
+def _terminal_lines(raw: bytes) -> list[str]:
+    """What the terminal showed, one entry per carriage-return or newline separated piece, escapes removed."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw.decode("utf-8", "replace"))
+    return [piece for piece in re.split(r"[\r\n]", text) if piece.strip()]
+
+
+_WARN_UNDER_A_BAR = """
+import time
+from qualiclip_cli.commands.console import advance, make_progress, warn
+with make_progress("Scoring", 3) as bar:
+    for i in range(3):
+        advance(bar)
+        time.sleep(0.15)  # the bar refreshes (10 per second) before and after each warning
+        warn(f"IMG_{i}.jpg: not an image")
+        time.sleep(0.15)
+"""
+
+
+@pytest.mark.parametrize("no_color", [False, True], ids=["color", "NO_COLOR"])
+def test_warnings_print_above_the_progress_bar(no_color):
+    env = {"NO_COLOR": "1"} if no_color else {}
+    _, raw = _on_a_terminal([sys.executable, "-c", _WARN_UNDER_A_BAR], env)
+    lines = _terminal_lines(raw)
+    assert any(BAR in line for line in lines), lines  # the bar was drawn
+    warnings = [line for line in lines if "warning:" in line]
+    assert [w.strip() for w in warnings] == [f"warning: IMG_{i}.jpg: not an image" for i in range(3)], lines
+    assert (b"\x1b[33m" in raw) is not no_color
+
+
+def test_score_warnings_never_share_a_line_with_the_bar(tmp_path, tiny_weights_file):
+    from cli_support import make_photo_dir
+
+    make_photo_dir(tmp_path / "shoot")
+    (tmp_path / "shoot" / "broken.jpg").write_bytes(b"not a jpeg")
+    out, raw = _on_a_terminal([sys.executable, "-m", "qualiclip_cli", "score", str(tmp_path / "shoot"), "-f",
+                               "jsonl", "--weights", str(tiny_weights_file)], {})
+    assert len(out.splitlines()) == 5  # results on stdout, never through the bar's console
+    lines = _terminal_lines(raw)
+    warnings = [line for line in lines if "warning:" in line]
+    assert len(warnings) == 1 and "broken.jpg" in warnings[0], lines
+    assert BAR not in warnings[0] and "Scoring" not in warnings[0], warnings

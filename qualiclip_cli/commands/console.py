@@ -56,11 +56,18 @@ def markup_safe(text: object) -> str:
 
 @functools.cache
 def _stderr(file_id: int) -> Console:
-    return Console(file=sys.stderr, stderr=True, soft_wrap=True)
+    return Console(file=_unproxied(sys.stderr), stderr=True, soft_wrap=True)
+
+
+def _unproxied(stream):
+    """The stream itself, not the FileProxy Rich puts in its place while a live display (a progress bar) runs."""
+    return getattr(stream, "rich_proxied_file", stream)
 
 
 def stderr() -> Console:
-    return _stderr(id(sys.stderr))
+    """The one console on stderr. While a progress bar is live it is the bar's own console, so what is printed
+    goes above the bar: a second console would write past Rich's redirection, straight onto the bar's line."""
+    return _stderr(id(_unproxied(sys.stderr)))
 
 
 def warn(message: str) -> None:
@@ -110,7 +117,7 @@ def make_progress(description: str, total: int | None):
 
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=stderr(), transient=True,
+        TimeRemainingColumn(), console=stderr(), transient=True, redirect_stdout=False,  # stdout: results only
     )
     progress.add_task(description, total=total)
     return progress
