@@ -4,7 +4,8 @@ One `ScoreStream` runs one pass of a `Scorer` over a sequence of `Found` entries
 `ScoreRecord`, whatever happens to its file: a cache hit, a decode in a worker thread (or, with the nvjpeg
 decoder, JPEG bytes read in a thread and decoded on the device in batches of `GPU_DECODE_BATCH`), a place in a
 bucket of images of the same scored size, and a forward pass once the bucket is full or the pixels waiting in
-all buckets exceed `BUCKET_PIXEL_BUDGET`. A small reorder buffer hands records out in input order.
+all buckets exceed `BUCKET_PIXEL_BUDGET` (or once a batch's worth of finished records waits behind it). A small
+reorder buffer hands records out in input order, each as soon as it and every record before it are done.
 """
 
 from __future__ import annotations
@@ -102,16 +103,22 @@ class ScoreStream:
                 while self.pending and (len(self.pending) > self.prefetch
                                         or next(iter(self.pending.values()))[0].done()):
                     self.collect(next(iter(self.pending)))
+                    yield from self.drain_ready()  # each record as soon as it is scored, not after the next load
                 if not self.pending and self.gpu_pending:
                     self.flush_gpu()
+                self.release_held_back()
                 yield from self.drain_ready()
             while self.pending:
                 self.collect(next(iter(self.pending)))
+                self.release_held_back()
+                yield from self.drain_ready()
             if self.gpu_pending:
                 self.flush_gpu()
-            for shape in list(self.buckets):
+                yield from self.drain_ready()
+            # The rest, in input order: the bucket holding the next record to hand out first.
+            for shape in sorted(self.buckets, key=lambda s: min(item.index for item in self.buckets[s])):
                 self.run_bucket(shape)
-            yield from self.drain_ready()
+                yield from self.drain_ready()
         if cache is not None:
             cache.flush()
 
@@ -128,6 +135,17 @@ class ScoreStream:
             if self.cache is not None:
                 self.cache.store(item.ident, record)
             self.reorder[item.index] = record
+
+    def release_held_back(self) -> None:
+        """Run the partially filled bucket that holds the next record to hand out once a batch's worth of finished
+        records waits behind it: a bucket of a rare shape then never holds back the records of the others (the
+        bar would stall, then jump) while waiting for images of its shape that may never come."""
+        if self.next_out in self.reorder or len(self.reorder) < self.scorer.batch_size:
+            return
+        for shape, items in self.buckets.items():
+            if any(item.index == self.next_out for item in items):
+                self.run_bucket(shape)
+                return
 
     def add_ready(self, item: Ready) -> None:
         shape = (item.height, item.width)
