@@ -153,3 +153,73 @@ def test_score_warnings_never_share_a_line_with_the_bar(tmp_path, tiny_weights_f
     warnings = [line for line in lines if "warning:" in line]
     assert len(warnings) == 1 and "broken.jpg" in warnings[0], lines
     assert BAR not in warnings[0] and "Scoring" not in warnings[0], warnings
+
+
+# ------------------------------------------------------------------ tables: decimals, width, paths, times
+
+
+def _pairs(value: float) -> dict:
+    from qualiclip_cli.core.records import PAIR_NAMES
+
+    return {name: value for name in PAIR_NAMES}
+
+
+def _rendered(table, width: int) -> list[str]:
+    from rich.console import Console
+
+    console = Console(width=width, record=True, color_system=None)
+    console.print(table)
+    return [line.rstrip() for line in console.export_text().splitlines()]
+
+
+def test_details_table_stays_readable_at_80_columns():
+    from qualiclip_cli.commands.render import records_table
+    from qualiclip_cli.core.records import ScoreRecord
+
+    long = "/home/someone/Pictures/2024/holidays-in-the-mountains/IMG_20240817_1203.jpg"
+    records = [ScoreRecord(path=long, score=0.512345, pairs=_pairs(0.25), width=1, height=1),
+               ScoreRecord(path="/srv/a.jpg", score=0.4, pairs=_pairs(0.5), width=1, height=1, cached=True),
+               ScoreRecord.failure("/srv/b.jpg", "could not decode: truncated file, 3 bytes missing")]
+    lines = _rendered(records_table(records, details=True, width=80), 80)
+    assert all(len(line) <= 80 for line in lines), lines
+    assert len(lines[0].split()) == 10  # one header line: the short sub-score headers
+    row = next(line for line in lines if "IMG_20240817_1203.jpg" in line)  # the file name whole, on one line
+    assert row.startswith("…") and "0.5123" in row
+    assert any(line.startswith("/srv/a.jpg ") and line.endswith(" cached") for line in lines)  # short paths as they are
+    status = " ".join(line[lines[0].index("status"):] for line in lines[lines.index(next(
+        line for line in lines if line.startswith("/srv/b.jpg"))):])
+    assert " ".join(status.split()) == "error: could not decode: truncated file, 3 bytes missing"
+
+
+def test_table_and_plans_show_scores_with_the_same_4_decimals():
+    from qualiclip_cli.commands.render import records_table
+    from qualiclip_cli.core.records import ScoreRecord
+
+    lines = _rendered(records_table([ScoreRecord(path="a.jpg", score=0.21304, width=1, height=1)]), 200)
+    assert lines[1].split()[:2] == ["a.jpg", "0.2130"]  # a plan line says "(score 0.2130)"
+
+
+def test_absolute_paths_keep_their_leading_slash(monkeypatch):
+    from qualiclip_cli.commands.plan_render import display_path
+
+    monkeypatch.chdir("/")
+    assert display_path("/tmp/shoot/IMG_1.jpg") == "/tmp/shoot/IMG_1.jpg"
+
+
+def test_history_shows_local_time(monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from qualiclip_cli.commands.history import _table
+
+    run = SimpleNamespace(run_id="20250131T235959.123456Z-3f9a1c", time="2025-01-31T23:59:59.123456+00:00",
+                          command="cull", counts={"done": 2}, state="done", argv=["qualiclip", "cull"], problem=None)
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # UTC+05:30, no daylight saving
+    time.tzset()
+    try:
+        lines = _rendered(_table([run]), 200)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert "local time" in lines[0]
+    assert "2025-02-01 05:29:59" in lines[1], lines

@@ -31,7 +31,8 @@ def history(
 
         qualiclip history --limit 5
 
-    Dry runs and list-only culls change nothing and are not recorded. Undo a run with `qualiclip undo RUN_ID`.
+    Times are local (run ids are in UTC). Dry runs and list-only culls change nothing and are not recorded. Undo a
+    run with `qualiclip undo RUN_ID`.
     """
     from qualiclip_cli.commands.console import print_table, stdout_is_terminal
     from qualiclip_cli.core.curation import journal
@@ -58,14 +59,24 @@ def _table(runs):
     from qualiclip_cli.commands.console import markup_safe
 
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for name, justify in (("run", "left"), ("time", "left"), ("command", "left"), ("done", "right"),
+    for name, justify in (("run", "left"), ("local time", "left"), ("command", "left"), ("done", "right"),
                           ("failed", "right"), ("state", "left"), ("command line", "left")):
         table.add_column(name, justify=justify, overflow="fold")
     for run in runs:
         if run.problem:
             table.add_row(run.run_id, "", "", "", "", "[red]unreadable[/]", markup_safe(run.problem))
             continue
-        when = run.time[:19].replace("T", " ")
+        when = _local_time(run.time)
         table.add_row(run.run_id, when, run.command, str(run.counts.get("done", 0)), str(run.counts.get("failed", 0)),
                       run.state, markup_safe(" ".join(run.argv)))
     return table
+
+
+def _local_time(recorded: str) -> str:
+    """A journal's ISO time (with its UTC offset) as this machine's local time, to the second."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(recorded).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):
+        return recorded[:19].replace("T", " ")

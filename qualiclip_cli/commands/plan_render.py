@@ -107,7 +107,10 @@ def display_path(path: os.PathLike | str) -> str:
     is one line without control characters (undecodable bytes as \\xe9)."""
     path = Path(path)
     try:
-        return display(path.relative_to(os.getcwd()))
+        cwd = Path(os.getcwd())
+        if cwd == Path(cwd.anchor):  # at the root, relative would only drop the leading /
+            return display(path)
+        return display(path.relative_to(cwd))
     except (ValueError, OSError):  # outside the current directory, or it no longer exists
         return display(path)
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal, TextIO, get_args
 
+from rich.markup import escape
 from rich.table import Table
 
 from qualiclip_cli.commands.console import markup_safe, print_table
@@ -34,36 +35,90 @@ def sort_records(records: list, order: ScoreSort) -> list:
     return ranking + [r for r in records if id(r) not in ranked_ids]
 
 
-def records_table(records: Iterable, details: bool = False) -> Table:
-    """One row per record. Names are shown escaped (`core.names.display`): one row is one line of text, and
-    nothing in a name is read as markup or reaches the terminal as a control character."""
+#: The sub-score columns' headers in the text table, short enough that `--details` fits 80 columns.
+PAIR_HEADERS = {"overall": "ovrl", "sharpness": "shrp", "edges": "edge", "resolution": "res", "noise": "nois",
+                "quality": "qual", "picture": "pict"}
+#: A path is never shortened below this many cells.
+MIN_PATH_WIDTH = 16
+
+
+def records_table(records: Iterable, details: bool = False, width: int | None = None) -> Table:
+    """One row per record: the score with 4 decimals (as the plans show it), the sub-scores with 2 (the machine
+    formats carry them in full), under short headers (`PAIR_HEADERS`). Names are shown escaped
+    (`core.names.display`): one row is one line of text, and nothing in a name is read as markup or reaches the
+    terminal as a control character. With `width` (a terminal's), paths too long for what the other columns
+    leave are shortened from the left ("…/shoot/IMG_0042.jpg"), so each photo's file name stays readable."""
+    from rich.cells import cell_len
+
+    from qualiclip_cli.core.names import display
     from qualiclip_cli.core.records import PAIR_NAMES
 
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    table.add_column("path", overflow="fold")
-    table.add_column("score", justify="right")
-    if details:
-        for name in PAIR_NAMES:
-            table.add_column(name, justify="right")
-    table.add_column("status")
+    records = list(records)
+    rows = []
     for rec in records:
         if rec.ok:
-            row = [markup_safe(rec.path), f"{rec.score:.3f}"]
+            row = [f"{rec.score:.4f}"]
             if details:
-                row += [f"{(rec.pairs or {}).get(n, float('nan')):.3f}" for n in PAIR_NAMES]
-            row.append("ok" + (" (cached)" if rec.cached else ""))
+                row += [f"{(rec.pairs or {}).get(n, float('nan')):.2f}" for n in PAIR_NAMES]
+            row.append("cached" if rec.cached else "ok")
         else:
-            row = [markup_safe(rec.path), "—"] + (["—"] * len(PAIR_NAMES) if details else []) + [
-                f"[red]error[/]: {markup_safe(rec.error)}"]
-        table.add_row(*row)
-    return table
+            row = ["—"] + (["—"] * len(PAIR_NAMES) if details else []) + [f"[red]error[/]: {markup_safe(rec.error)}"]
+        rows.append((display(rec.path), row))
+
+    def build(paths: list[str], measuring: bool = False, path_width: int | None = None) -> Table:
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, padding=(0, 1, 0, 0))
+        table.add_column("path", overflow="fold", width=path_width)  # a long error folds, not the path
+        table.add_column("score", justify="right")
+        if details:
+            for name in PAIR_NAMES:
+                table.add_column(PAIR_HEADERS[name], justify="right")
+        table.add_column("status", overflow="fold")
+        for path, (_, row) in zip(paths, rows):
+            if measuring:  # an error's text may fold in its column; the path keeps its room
+                row = [*row[:-1], "cached"]
+            table.add_row(escape(path), *row)
+        return table
+
+    paths = [path for path, _ in rows]
+    if width is not None and paths:
+        budget = max(MIN_PATH_WIDTH, width - _others_width(build(["" for _ in paths], measuring=True)) - 1)
+        paths = [shorten_left(path, budget) for path in paths]
+        return build(paths, path_width=max(cell_len(path) for path in paths))
+    return build(paths)
+
+
+def _others_width(table: Table) -> int:
+    """The cells a table takes when its path column is empty."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    probe = Console(width=1_000_000)
+    return Measurement.get(probe, probe.options, table).maximum
+
+
+def shorten_left(text: str, width: int) -> str:
+    """`text` in at most `width` terminal cells, its beginning replaced by "…" when it is longer (the end of a
+    path, the file name, is what tells photos apart)."""
+    from rich.cells import cell_len
+
+    if cell_len(text) <= width:
+        return text
+    kept = ""
+    for ch in reversed(text):
+        if cell_len(kept) + cell_len(ch) + 1 > width:
+            break
+        kept = ch + kept
+    return "…" + kept
 
 
 def write_records(records: list, fmt: str, out: TextIO, details: bool) -> None:
     from qualiclip_cli.commands.formats import WRITERS
 
     if fmt == "text":
-        print_table(records_table(records, details), None if out is sys.stdout else out)
+        from qualiclip_cli.commands.console import stdout, stdout_is_terminal
+
+        width = stdout().width if out is sys.stdout and stdout_is_terminal() else None
+        print_table(records_table(records, details, width), None if out is sys.stdout else out)
     else:
         WRITERS[fmt](records, out, details=details)
 
