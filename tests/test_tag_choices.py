@@ -231,3 +231,29 @@ def test_cli_tag_does_not_walk_the_folders_sort_and_cull_filled(tmp_path, tiny_w
     # named itself, a curated folder is tagged
     assert run_cli("tag", root / "rejects", "--weights", tiny_weights_file).exit_code == 0
     assert list((root / "rejects").rglob("*.xmp"))
+
+
+def legacy_sidecar(rating, score) -> bytes:
+    """A sidecar as qualiclip's tag wrote it before it recorded qualiclip:Rating: our score beside xmp:Rating."""
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+            f' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+            f'  <rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/"'
+            f' xmlns:qualiclip="{xmp.QUALICLIP_NS}" xmp:Rating="{rating}" qualiclip:score="{score}"/>\n'
+            f' </rdf:RDF>\n</x:xmpmeta>\n').encode()
+
+
+def test_a_rating_an_earlier_qualiclip_wrote_is_updated_one_changed_by_hand_is_kept(home):
+    root = home / "shoot"
+    ours = write(root / "IMG_1.jpg", b"jpeg 1")
+    theirs = write(root / "IMG_2.jpg", b"jpeg 2")
+    write(root / "IMG_1.xmp", legacy_sidecar(3, "0.500000"))  # 3 stars: what the default tiers give 0.5
+    write(root / "IMG_2.xmp", legacy_sidecar(5, "0.500000"))  # 5 stars for 0.5: the photographer's choice
+    plan, result = run([record(ours, 0.9), record(theirs, 0.9)])
+    assert [o.status for o in result.outcomes] == ["done", "done"]
+    first, second = tags_of(root / "IMG_1.xmp"), tags_of(root / "IMG_2.xmp")
+    assert first["Rating"] == "5" and first["qualiclip:Rating"] == "5" and first["qualiclip:score"] == "0.900000"
+    assert second["Rating"] == "5" and "qualiclip:Rating" not in second
+    # the hand-set one stays the photographer's even now that our score beside it agrees with it
+    assert first["qualiclip:tagVersion"] == second["qualiclip:tagVersion"] == "2"
+    plan, result = run([record(ours, 0.3), record(theirs, 0.3)])
+    assert tags_of(root / "IMG_1.xmp")["Rating"] == "2" and tags_of(root / "IMG_2.xmp")["Rating"] == "5"

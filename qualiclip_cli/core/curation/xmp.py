@@ -81,10 +81,15 @@ _ABOUT = f"{{{RDF_NS}}}about"
 SCORE_PROPERTY = "score"
 WEIGHTS_PROPERTY = "weightsSha256"
 PREPROCESSING_PROPERTY = "preprocessing"
+#: written by every tag that records the rating it writes (qualiclip:Rating); a sidecar of ours without it
+#: comes from an earlier version (see _legacy_ours)
+TAG_VERSION_PROPERTY, TAG_VERSION = "tagVersion", "2"
 RATING_PROPERTY = "Rating"  # the xmp:Rating we wrote: while they are equal, the rating is ours
 LABEL_PROPERTY = "Label"    # the xmp:Label we wrote
 OUR_RATING = f"{{{QUALICLIP_NS}}}{RATING_PROPERTY}"
 OUR_LABEL = f"{{{QUALICLIP_NS}}}{LABEL_PROPERTY}"
+OUR_SCORE = f"{{{QUALICLIP_NS}}}{SCORE_PROPERTY}"
+OUR_TAG_VERSION = f"{{{QUALICLIP_NS}}}{TAG_VERSION_PROPERTY}"
 PAIR_PROPERTIES: dict[str, str] = {name: "pair" + name[:1].upper() + name[1:] for name in PAIR_NAMES}
 
 _EMPTY_SIDECAR = (
@@ -296,7 +301,7 @@ def _first_values(rdf: ET.Element) -> dict[str, str]:
     """The first value (attribute or element form, any rdf:Description) of the properties merging decides on."""
     values: dict[str, str] = {}
     for desc in rdf.findall(_DESCRIPTION):
-        for tag in (RATING, LABEL, OUR_RATING, OUR_LABEL):
+        for tag in (RATING, LABEL, OUR_RATING, OUR_LABEL, OUR_SCORE, OUR_TAG_VERSION):
             if tag in values:
                 continue
             if tag in desc.attrib:
@@ -313,6 +318,20 @@ def _same_rating(a: str | None, b: str | None) -> bool:
         return a is not None and b is not None and float(a) == float(b)
     except ValueError:
         return False
+
+
+def _legacy_ours(rating: str | None, values: Mapping[str, str]) -> bool:
+    """A sidecar tagged by a qualiclip that did not record `qualiclip:Rating` yet (our score, no
+    `qualiclip:tagVersion`): its rating counts as ours when it is exactly the star rating the default tiers give
+    the score recorded beside it (a rating changed by hand since, a reject, or one from other tiers is kept:
+    when in doubt, the photographer's)."""
+    if OUR_RATING in values or OUR_TAG_VERSION in values or rating is None or OUR_SCORE not in values:
+        return False
+    try:
+        score = float(values[OUR_SCORE])
+    except ValueError:
+        return False
+    return math.isfinite(score) and _same_rating(rating, str(assign_tier(score, DEFAULT_TIER_THRESHOLDS)))
 
 
 def _unset_rating(value: str | None) -> bool:
@@ -337,7 +356,7 @@ class _Plan:
 
 def _decide(values: Mapping[str, str], tags: SidecarTags) -> _Plan:
     rating = values.get(RATING)
-    rating_ours = _same_rating(rating, values.get(OUR_RATING))
+    rating_ours = _same_rating(rating, values.get(OUR_RATING)) or _legacy_ours(rating, values)
     write_rating = tags.overwrite_rating or rating_ours or _unset_rating(rating)
     kept_rating = None if write_rating else rating
     label, ours = values.get(LABEL), values.get(OUR_LABEL)
@@ -397,6 +416,7 @@ def _our_properties(tags: SidecarTags, plan: _Plan) -> list[tuple[str, str]]:
             props.append((q + PAIR_PROPERTIES[name], _format_float(tags.pairs[name])))
     props.append((q + WEIGHTS_PROPERTY, tags.weights_sha256))
     props.append((q + PREPROCESSING_PROPERTY, tags.preprocessing))
+    props.append((OUR_TAG_VERSION, TAG_VERSION))
     return props
 
 
