@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from qualiclip_cli.core.images import discovery
-from qualiclip_cli.core.images.discovery import IMAGE_EXTENSIONS, Found, find_images, is_image_name
+from qualiclip_cli.core.images.discovery import (
+    IMAGE_EXTENSIONS,
+    Found,
+    Skipped,
+    find_images,
+    is_image_name,
+    read_path_list,
+)
 
 
 def _touch(root: Path, *names: str) -> None:
@@ -54,7 +61,8 @@ def library(tmp_path) -> Path:
 
 
 def test_extensions_exported():
-    assert IMAGE_EXTENSIONS == {"jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp", "gif", "heic", "heif", "avif"}
+    assert IMAGE_EXTENSIONS == {"jpg", "jpeg", "jpe", "jfif", "mpo", "png", "tif", "tiff", "webp", "bmp", "gif",
+                                "heic", "heif", "hif", "avif"}
     assert is_image_name("IMG_0001.JPG") and is_image_name("x.HeIc") and is_image_name(".x.png")
     assert not is_image_name("jpg") and not is_image_name("a.jpg.txt") and not is_image_name("a.")
 
@@ -135,6 +143,56 @@ def test_hidden(library):
     ]
     # A hidden directory named explicitly is walked (its hidden children still follow the flag).
     assert _walk(library, ".cache") == [".cache/thumb.jpg"]
+
+
+def test_camera_extensions_are_walked(tmp_path):
+    """Cameras write HEIF as .HIF and multi-picture JPEGs as .MPO; .jpe and .jfif are JPEG too."""
+    _touch(tmp_path, "A.HIF", "b.mpo", "c.JPE", "d.jfif", "e.ARW")
+    assert _walk(tmp_path) == ["A.HIF", "b.mpo", "c.JPE", "d.jfif"]
+
+
+def test_what_the_walk_skipped_is_counted(library):
+    _touch(library, "sub/deeper/IMG_1.XMP", "sub/other.xmp")
+    skipped = Skipped()
+    got = _rel(find_images([library], exclude=["deeper", "m.*"], skipped=skipped), library)
+    assert got == ["a.PNG", "b.jpg", "c.JpEg", "m/x.webp", "sub/z.heic"]
+    # notes.txt, raw.CR2, noext, sub/other.xmp (sub/deeper is pruned, so its files are not looked at)
+    assert skipped.extensions == {"txt": ("txt", 1), "cr2": ("CR2", 1), "": ("", 1), "xmp": ("xmp", 1)}
+    assert (skipped.hidden_files, skipped.hidden_folders) == (1, 2)  # .hidden.jpg; .cache and sub/.Trash
+    assert (skipped.excluded_files, skipped.excluded_folders) == (1, 1)  # m.avif; sub/deeper
+    assert skipped.total == 4 + 3 + 2
+    assert skipped.describe() == [
+        "4 files with other extensions (no extension, .CR2, .txt, .xmp)",
+        "1 hidden file", "2 hidden folders", "1 excluded file", "1 excluded folder",
+    ]
+    flat = Skipped()
+    assert _rel(find_images([library], recursive=False, skipped=flat), library) == ["a.PNG", "b.jpg", "c.JpEg", "m.avif"]
+    assert flat.folders == 2 and "2 sub-folders not walked (not recursive)" in flat.describe()
+    # a named file that include/exclude leaves out is counted as excluded too
+    named = Skipped()
+    assert list(find_images([library / "notes.txt"], exclude=["*.txt"], skipped=named)) == []
+    assert named.excluded_files == 1 and named.describe() == ["1 excluded file"]
+
+
+def test_many_other_extensions_are_named_up_to_six(tmp_path):
+    _touch(tmp_path, *(f"f.e{i}" for i in range(8)), "g.E0")
+    skipped = Skipped()
+    assert list(find_images([tmp_path], skipped=skipped)) == []
+    assert skipped.describe() == ["9 files with other extensions (.e0, .e1, .e2, .e3, .e4, .e5, …)"]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 1 << 16])
+def test_path_list_is_bytes_split_on_newline_or_nul(chunk_size):
+    import io
+
+    listed = b"a b.jpg\n\ncaf\xe9.jpg\n  \nlast.jpg"
+    assert list(read_path_list(io.BytesIO(listed), chunk_size=chunk_size)) == [
+        "a b.jpg", os.fsdecode(b"caf\xe9.jpg"), "  ", "last.jpg",  # any byte string is a name; blank lines go
+    ]
+    assert os.fsencode(list(read_path_list(io.BytesIO(listed)))[1]) == b"caf\xe9.jpg"
+    nul = b"line\nbreak.jpg\0\0b.jpg\0"
+    assert list(read_path_list(io.BytesIO(nul), null=True, chunk_size=chunk_size)) == ["line\nbreak.jpg", "b.jpg"]
+    assert list(read_path_list(io.BytesIO(b""), chunk_size=chunk_size)) == []
 
 
 def test_missing_path_and_walk_goes_on(library):

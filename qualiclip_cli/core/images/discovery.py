@@ -16,7 +16,11 @@ Rules:
 * Inside a directory, entries (files and sub-directories together) are visited sorted by name (plain
   code-point order), depth first, so the output order never depends on the file system.
 * Walked files count as images when their extension, compared case-insensitively, is in
-  `IMAGE_EXTENSIONS`.
+  `IMAGE_EXTENSIONS` (camera spellings included: ``.jpe``, ``.jfif``, ``.mpo``, ``.hif``).
+* Nothing is left out silently: pass a `Skipped` (``skipped=``) and the walk counts what it passed over,
+  by reason: files with other extensions (and which extensions), hidden files and folders, files and
+  folders left out by ``include``/``exclude``, symbolic links not followed, sub-folders not entered when
+  not recursive. A hidden, excluded or unentered folder counts once; its contents are not looked at.
 * Names starting with ``.`` (files and directories) are skipped during a walk unless ``hidden=True``.
 * Symbolic links met during a walk (to files or directories) are skipped unless ``follow_symlinks=True``.
   Symlinks named on the command line are always followed. When following, a directory that leads back to
@@ -43,17 +47,23 @@ import fnmatch
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from qualiclip_cli.core.paths import kernel_path, lexical_reading_agrees
 
-__all__ = ["IMAGE_EXTENSIONS", "Found", "find_images", "is_image_name"]
+__all__ = ["IMAGE_EXTENSIONS", "Found", "Skipped", "find_images", "is_image_name", "read_path_list"]
 
 #: Extensions (lower case, without the dot) that a directory walk picks up, compared case-insensitively.
+#: jpe and jfif are JPEG, mpo is a camera's multi-picture JPEG (its first picture is scored), hif is HEIF
+#: (Canon, Fujifilm, Sony).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {"jpg", "jpeg", "png", "tif", "tiff", "webp", "bmp", "gif", "heic", "heif", "avif"}
+    {"jpg", "jpeg", "jpe", "jfif", "mpo", "png", "tif", "tiff", "webp", "bmp", "gif", "heic", "heif", "hif", "avif"}
 )
+
+#: At most this many extensions are named in `Skipped.describe`.
+_EXTENSIONS_NAMED = 6
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,70 @@ class Found:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def _counted(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+@dataclass
+class Skipped:
+    """What a walk passed over, counted by reason as it goes (see the module docstring)."""
+
+    #: lower-case extension ("" for none) -> (its spelling as first met, e.g. "ARW"; how many files)
+    extensions: dict[str, tuple[str, int]] = field(default_factory=dict)
+    hidden_files: int = 0
+    hidden_folders: int = 0
+    excluded_files: int = 0
+    excluded_folders: int = 0
+    links: int = 0  # symbolic links not followed
+    folders: int = 0  # sub-folders not entered (not recursive)
+
+    def other_extension(self, name: str) -> None:
+        _, dot, ext = name.rpartition(".")
+        ext = ext if dot else ""
+        spelling, n = self.extensions.get(ext.lower(), (ext, 0))
+        self.extensions[ext.lower()] = (spelling, n + 1)
+
+    @property
+    def total(self) -> int:
+        return (sum(n for _, n in self.extensions.values()) + self.hidden_files + self.hidden_folders
+                + self.excluded_files + self.excluded_folders + self.links + self.folders)
+
+    def describe(self) -> list[str]:
+        """One phrase per reason that occurred, e.g. "3 files with other extensions (.ARW, .DNG, .xmp)"."""
+        parts = []
+        if self.extensions:
+            n = sum(count for _, count in self.extensions.values())
+            names = [f".{spelling}" if key else "no extension" for key, (spelling, _) in sorted(self.extensions.items())]
+            shown = ", ".join(names[:_EXTENSIONS_NAMED]) + (", …" if len(names) > _EXTENSIONS_NAMED else "")
+            parts.append(_counted(n, "file with another extension", "files with other extensions") + f" ({shown})")
+        for n, one, many in (
+            (self.hidden_files, "hidden file", "hidden files"),
+            (self.hidden_folders, "hidden folder", "hidden folders"),
+            (self.excluded_files, "excluded file", "excluded files"),
+            (self.excluded_folders, "excluded folder", "excluded folders"),
+            (self.links, "symbolic link not followed", "symbolic links not followed"),
+            (self.folders, "sub-folder not walked (not recursive)", "sub-folders not walked (not recursive)"),
+        ):
+            if n:
+                parts.append(_counted(n, one, many))
+        return parts
+
+
+def read_path_list(stream: BinaryIO, null: bool = False, chunk_size: int = 1 << 16) -> Iterator[str]:
+    """The paths listed in a binary stream, one per line (``null``: NUL-separated), as they are read.
+
+    Any byte string is a name (read as the file system does, `os.fsdecode`); nothing is stripped, so a name may
+    hold spaces, and with ``null`` newlines too; empty entries (blank lines) are ignored.
+    """
+    sep = b"\0" if null else b"\n"
+    rest = b""
+    while chunk := stream.read(chunk_size):
+        *complete, rest = (rest + chunk).split(sep)
+        yield from (os.fsdecode(name) for name in complete if name)
+    if rest:
+        yield os.fsdecode(rest)
 
 
 def is_image_name(name: str) -> bool:
@@ -113,7 +187,9 @@ class _Walker:
         exclude: tuple[str, ...],
         hidden: bool,
         follow_symlinks: bool,
+        skipped: Skipped | None = None,
     ) -> None:
+        self.skipped = skipped if skipped is not None else Skipped()
         self.recursive = recursive
         self.include = include
         self.exclude = exclude
@@ -152,7 +228,9 @@ class _Walker:
         if stat.S_ISDIR(st.st_mode):
             yield from self.walk(path, st)
         elif stat.S_ISREG(st.st_mode):
-            if self._wanted(path.name, path.name) and self._first_time(st):
+            if not self._wanted(path.name, path.name):
+                self.skipped.excluded_files += 1
+            elif self._first_time(st):
                 yield Found(path)
         else:
             yield Found(path, "not a regular file or directory")
@@ -192,8 +270,6 @@ class _Walker:
                 continue
 
             name = entry.name
-            if not self.hidden and name.startswith("."):
-                continue
             rel = prefix + name
             path = Path(entry.path)
 
@@ -201,18 +277,27 @@ class _Walker:
                 is_link = entry.is_symlink()
             except OSError:
                 is_link = False
-            if is_link and not self.follow:
-                continue
-
             try:
                 is_dir = entry.is_dir(follow_symlinks=True)
             except OSError:
                 is_dir = False
 
+            if not self.hidden and name.startswith("."):
+                if is_dir and not is_link:
+                    self.skipped.hidden_folders += 1
+                else:
+                    self.skipped.hidden_files += 1
+                continue
+            if is_link and not self.follow:
+                self.skipped.links += 1
+                continue
+
             if is_dir:
                 if not self.recursive:
+                    self.skipped.folders += 1
                     continue
                 if self.exclude and _matches(self.exclude, rel, name):
+                    self.skipped.excluded_folders += 1
                     continue
                 try:
                     st = entry.stat(follow_symlinks=True)
@@ -232,7 +317,11 @@ class _Walker:
                 continue
 
             # A file (or something else, or a broken link when following).
-            if not is_image_name(name) or not self._wanted(rel, name):
+            if not is_image_name(name):
+                self.skipped.other_extension(name)
+                continue
+            if not self._wanted(rel, name):
+                self.skipped.excluded_files += 1
                 continue
             try:
                 st = entry.stat(follow_symlinks=True)
@@ -257,14 +346,16 @@ def find_images(
     exclude: Iterable[str] = (),
     hidden: bool = False,
     follow_symlinks: bool = False,
+    skipped: Skipped | None = None,
 ) -> Iterator[Found]:
     """Yield the image files under ``paths`` (files and directories), in a deterministic order.
 
     See the module docstring for every rule. Problems are yielded as ``Found(path, error)`` and the walk
-    goes on; a missing argument gives ``Found(path, "no such file or directory")``.
+    goes on; a missing argument gives ``Found(path, "no such file or directory")``. ``skipped``, when given,
+    is filled in as the walk goes with what it passed over.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    walker = _Walker(recursive, tuple(include), tuple(exclude), hidden, follow_symlinks)
+    walker = _Walker(recursive, tuple(include), tuple(exclude), hidden, follow_symlinks, skipped)
     for arg in paths:
         yield from walker.argument(arg)
