@@ -92,10 +92,139 @@ def test_odd_inputs_give_error_rows_and_exit_3(tmp_path, tiny_weights_file):
         assert name in proc.stderr  # a one-line warning naming the file
 
 
-def test_missing_path_is_an_error_row(tmp_path, tiny_weights_file):
-    result = run_cli("score", tmp_path / "nope.jpg", "--format", "jsonl", "--weights", tiny_weights_file)
+def test_missing_path_among_others_is_an_error_row_warned_once(tmp_path, tiny_weights_file):
+    make_photo_dir(tmp_path / "p", names=("astronaut",))
+    result = run_cli("score", tmp_path / "p", tmp_path / "nope.jpg", "--format", "jsonl", "--weights", tiny_weights_file)
     assert result.exit_code == 3
-    assert _jsonl(result.stdout)[0]["status"] == "error"
+    assert [r["status"] for r in _jsonl(result.stdout)] == ["ok", "error"]
+    assert result.stderr.count("nope.jpg") == 1  # warned by the walk, not again for its error row
+
+
+def test_missing_path_is_reported_before_the_weights_are_looked_for(tmp_path):
+    """A typo must not cost a model load: with weights that do not exist, the walk's message still wins."""
+    make_photo_dir(tmp_path / "p", names=("astronaut",))
+    missing_weights = tmp_path / "no-such-weights.pth"
+    alone = run_process("score", tmp_path / "typo", "--weights", missing_weights)
+    assert alone.returncode == 1, alone.stderr
+    assert alone.stderr.strip().splitlines() == [f"qualiclip: error: {tmp_path / 'typo'}: no such file or directory"]
+    # Among paths that hold images it is warned about before the weights are resolved, and the run goes on.
+    among = run_process("score", tmp_path / "typo", tmp_path / "p", "--weights", missing_weights)
+    lines = among.stderr.strip().splitlines()
+    assert among.returncode == 1 and len(lines) == 2, among.stderr
+    assert lines[0] == f"warning: {tmp_path / 'typo'}: no such file or directory"
+    assert "no-such-weights.pth" in lines[1] and "Traceback" not in among.stderr
+
+
+@pytest.mark.parametrize("command", [["score"], ["cull", "--below", "0.5"], ["sort"], ["tag"]])
+def test_a_walk_without_images_fails_fast_naming_what_it_found(tmp_path, command):
+    shoot = tmp_path / "rawshoot"
+    shoot.mkdir()
+    for name in ("DSC_1.ARW", "DSC_2.ARW", "DSC_3.DNG", "DSC_4.CR3", ".DS_Store"):
+        (shoot / name).write_bytes(b"raw")
+    result = run_cli(*command, shoot, "--weights", tmp_path / "no-such-weights.pth")
+    assert result.exit_code == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"qualiclip: error: no images in {shoot}: 4 files with other extensions (.ARW, .CR3, .DNG), 1 hidden file"]
+    assert result.stdout == ""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli(*command, empty, "--weights", tmp_path / "no-such-weights.pth")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"qualiclip: error: no images in {empty}: no files there"
+
+
+def test_an_empty_folder_starts_no_download(tmp_path):
+    """An empty folder must not start the weights download: the server sees no request. With a photo it does
+    (the control: the download is really reachable in this setup)."""
+    from http_server import FileServer
+    from tiny_weights import write_tiny_weights
+
+    weights = write_tiny_weights(tmp_path / "tiny.pth", seed=0)
+    (tmp_path / "empty").mkdir()
+    with FileServer() as server:
+        server.files["/qualiclip.pth"] = weights.read_bytes()
+        env = {"QUALICLIP_HOME": str(tmp_path / "home"), "QUALICLIP_WEIGHTS_URL": server.url("/qualiclip.pth"),
+               "QUALICLIP_OFFLINE": "0", "QUALICLIP_WEIGHTS": ""}
+        nothing = run_process("score", tmp_path / "empty", env=env)
+        assert nothing.returncode == 1 and "no images in" in nothing.stderr
+        assert server.requests == 0 and not (tmp_path / "home").exists()
+        make_photo_dir(tmp_path / "p", names=("astronaut",))
+        run_process("score", tmp_path / "p", "--format", "jsonl", env=env)  # (tiny weights fail the real shapes)
+        assert server.requests == 1
+
+
+def test_camera_extensions_are_scored(tmp_path, tiny_weights_file):
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    shoot = tmp_path / "camera"
+    shoot.mkdir()
+    image = natural_image("astronaut")
+    image.save(shoot / "A.HIF", format="HEIF")
+    image.save(shoot / "B.MPO", format="MPO", save_all=True, append_images=[natural_image("coffee")])
+    image.save(shoot / "C.jpe", format="JPEG", quality=95)
+    image.save(shoot / "D.JFIF", format="JPEG", quality=95)
+    result = run_cli("score", shoot, "--format", "jsonl", "--weights", tiny_weights_file, "--no-cache")
+    assert result.exit_code == 0, result.stderr
+    rows = _jsonl(result.stdout)
+    assert [os.path.basename(r["path"]) for r in rows] == ["A.HIF", "B.MPO", "C.jpe", "D.JFIF"]
+    assert all(r["status"] == "ok" and (r["width"], r["height"]) == image.size for r in rows)
+
+
+def test_summary_counts_what_the_walk_skipped(tmp_path, tiny_weights_file):
+    make_photo_dir(tmp_path / "p", names=("astronaut",))
+    (tmp_path / "p" / "IMG_0000.xmp").write_text("<x/>")
+    (tmp_path / "p" / ".thumbs").mkdir()
+    result = run_cli("score", tmp_path / "p", "--format", "jsonl", "--weights", tiny_weights_file)
+    assert result.exit_code == 0, result.stderr
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.startswith("qualiclip: 1 scored")
+    assert summary.endswith("; skipped 1 file with another extension (.xmp), 1 hidden folder")
+
+
+def _score_stdin(args, data: bytes, cwd, weights):
+    env = dict(os.environ, QUALICLIP_HOME=str(cwd / "home"))
+    return subprocess.run([sys.executable, "-m", "qualiclip_cli", "score", *args, "--format", "jsonl",
+                           "--weights", str(weights)], input=data, capture_output=True, cwd=cwd, env=env,
+                          timeout=120)
+
+
+def test_paths_from_stdin_and_files_from(tmp_path, tiny_weights_file):
+    image = natural_image("astronaut")
+    image.save(tmp_path / "with space.jpg")
+    odd = b"caf\xe9.jpg"  # not UTF-8: any byte string is a name
+    image.save(os.path.join(os.fsencode(tmp_path), odd), format="JPEG")
+    (tmp_path / "line\nbreak.jpg").write_bytes((tmp_path / "with space.jpg").read_bytes())
+
+    proc = _score_stdin(["-"], b"with space.jpg\n\n" + odd + b"\nmissing.jpg\n", tmp_path, tiny_weights_file)
+    assert proc.returncode == 3, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "ok", "error"]
+    assert rows[0]["path"] == "with space.jpg" and os.fsencode(rows[1]["path"]) == odd
+    assert rows[2]["path"] == "missing.jpg" and rows[2]["error"] == "no such file or directory"
+
+    proc = _score_stdin(["-0", "--files-from", "-"], b"line\nbreak.jpg\0with space.jpg\0", tmp_path, tiny_weights_file)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["path"] for line in proc.stdout.decode().splitlines()] == ["line\nbreak.jpg", "with space.jpg"]
+
+    (tmp_path / "list.txt").write_bytes(b"with space.jpg\n")
+    proc = _score_stdin([str(tmp_path / "line\nbreak.jpg"), "--files-from", str(tmp_path / "list.txt")], b"",
+                        tmp_path, tiny_weights_file)
+    assert proc.returncode == 0, proc.stderr
+    assert [os.path.basename(json.loads(line)["path"]) for line in proc.stdout.decode().splitlines()] == [
+        "line\nbreak.jpg", "with space.jpg"]  # the PATHs first, then the list
+
+
+def test_path_list_mistakes_fail_fast(tmp_path):
+    weights = tmp_path / "no-such-weights.pth"
+    empty = _score_stdin(["-"], b"\n\n", tmp_path, weights)
+    assert empty.returncode == 1 and b"no paths were given" in empty.stderr and b"weights" not in empty.stderr
+    missing = _score_stdin(["--files-from", str(tmp_path / "nolist.txt")], b"", tmp_path, weights)
+    assert missing.returncode == 2 and b"nolist.txt: no such file or directory" in missing.stderr
+    twice = _score_stdin(["-", "--files-from", "-"], b"a.jpg\n", tmp_path, weights)
+    assert twice.returncode == 2 and b"stdin can be read only once" in twice.stderr
+    nothing = run_cli("score")
+    assert nothing.exit_code == 2 and "no PATH given" in nothing.stderr
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "json"])

@@ -94,7 +94,7 @@ def cull(
         refuse_linked_quarantine(paths)  # before scoring: a symlinked _rejected would send rejects elsewhere
     choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
     scoring = run_scoring(choices, skip_under=[to] if to is not None else [])
-    summarise(scoring.records, scoring.elapsed)
+    summarise(scoring.records, scoring.elapsed, scoring.skipped)
     plan = plan_cull(scoring.records, criteria, action=action, roots=paths, quarantine_dir=to,
                      with_siblings=with_siblings, on_collision=on_collision)
     # A broken file culled as asked is no failure of this run (one left out or failing to move still is).

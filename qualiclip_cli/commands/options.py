@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,6 +14,20 @@ from qualiclip_cli.core.model.runtime import Precision as PrecisionChoice
 from qualiclip_cli.core.pipeline.options import Decoder as DecoderChoice
 
 PathsArg = Annotated[list[Path], typer.Argument(help="Image files and/or directories.", show_default=False)]
+InputPathsArg = Annotated[
+    Optional[list[Path]],
+    typer.Argument(help="Image files and/or directories; - reads more paths from stdin, one per line.",
+                   show_default=False),
+]
+FilesFrom = Annotated[
+    Optional[Path],
+    typer.Option("--files-from", help="Also read paths from this file, one per line (- for stdin); empty lines "
+                 "are ignored, a listed file that does not exist gets an error row.", show_default=False),
+]
+Null = Annotated[
+    bool, typer.Option("--null", "-0", help="Paths read from stdin or --files-from are separated by NUL bytes "
+                       "(find -print0), not newlines.")
+]
 
 By = Annotated[
     ScoreKey,
@@ -106,11 +121,60 @@ def parse_max_side(value: str) -> int:
     return side
 
 
+def input_paths(paths: list[Path] | None, files_from: Path | None, null: bool = False) -> Iterator[str | Path]:
+    """The PATH arguments with `-` replaced by the paths listed on stdin, then those of --files-from; read as
+    they are walked. Usage mistakes (no path at all, stdin named twice, a list that cannot be opened) are
+    raised here, before any work."""
+    from qualiclip_cli.core.errors import UsageError
+
+    paths = list(paths or [])
+    if not paths and files_from is None:
+        raise UsageError("no PATH given (name image files or folders, - to read paths from stdin, or --files-from FILE)")
+    from_stdin = sum(str(p) == "-" for p in paths) + (files_from is not None and str(files_from) == "-")
+    if from_stdin > 1:
+        raise UsageError("stdin can be read only once: name - (or --files-from -) a single time")
+    listed = None
+    if files_from is not None and str(files_from) != "-":
+        try:
+            listed = open(files_from, "rb")  # noqa: SIM115 (closed by the generator below, once read)
+        except OSError as exc:
+            raise UsageError(f"--files-from {files_from}: {_reason(exc)}") from None
+    return _input_paths(paths, files_from, listed, null)
+
+
+def _reason(exc: OSError) -> str:
+    return " ".join((exc.strerror or type(exc).__name__).split()).lower()
+
+
+def _input_paths(paths: list[Path], files_from: Path | None, listed, null: bool) -> Iterator[str | Path]:
+    import sys
+
+    from qualiclip_cli.core.errors import QualiclipError
+    from qualiclip_cli.core.images.discovery import read_path_list
+
+    def read(stream, name: str) -> Iterator[str]:
+        try:
+            yield from read_path_list(stream, null)
+        except OSError as exc:
+            raise QualiclipError(f"cannot read the paths from {name}: {_reason(exc)}") from None
+
+    for path in paths:
+        if str(path) == "-":
+            yield from read(sys.stdin.buffer, "stdin")
+        else:
+            yield path
+    if listed is not None:
+        with listed:
+            yield from read(listed, str(files_from))
+    elif files_from is not None:
+        yield from read(sys.stdin.buffer, "stdin")
+
+
 @dataclass
 class ScoringChoices:
     """What the user chose on the command line, gathered so commands pass one object around."""
 
-    paths: list[Path]
+    paths: Iterable[str | Path]
     recursive: bool = True
     include: list[str] | None = None
     exclude: list[str] | None = None

@@ -15,11 +15,13 @@ from qualiclip_cli.commands.render import ScoreFormat, ScoreSort
 
 @handle_errors
 def score(
-    paths: opt.PathsArg,
+    paths: opt.InputPathsArg = None,
     fmt: Annotated[Optional[ScoreFormat], typer.Option("--format", "-f", help="text (a table), csv, jsonl or json; table: same as text \\[default: text on a terminal, jsonl otherwise, or from --output's extension].")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
     details: Annotated[bool, typer.Option("--details", help="Include the 7 sub-scores (pair probabilities).")] = False,
     sort: Annotated[ScoreSort, typer.Option("--sort", help="path; -score: best first, the ranking `qualiclip sort` prints (equal scores by path); score: worst first, its exact reverse.")] = "path",
+    files_from: opt.FilesFrom = None,
+    null: opt.Null = False,
     recursive: opt.Recursive = True,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
@@ -47,13 +49,15 @@ def score(
         qualiclip score library/ -o scores.csv    (csv, from the extension)
 
     Results go to stdout; progress and the summary to stderr. Exit code 0 when every file was scored,
-    3 when some could not be read (they get status "error" rows), 1 on a fatal error, 2 on bad usage.
+    3 when some could not be read (they get status "error" rows), 1 on a fatal error or when there is no image
+    to score (checked before the model loads), 2 on bad usage.
     """
     from qualiclip_cli.commands.render import choose_format, sort_records, write_output_file, write_records
     from qualiclip_cli.commands.scoring import run_scoring, summarise
 
-    choices = opt.ScoringChoices.from_params(locals())
     fmt = choose_format(fmt, output)
+    paths = opt.input_paths(paths, files_from, null)
+    choices = opt.ScoringChoices.from_params(locals())
     run = run_scoring(choices)
     records, elapsed = run.records, run.elapsed
     records = sort_records(records, sort)
@@ -63,5 +67,5 @@ def score(
         write_records(records, fmt, sys.stdout, details)
         sys.stdout.flush()
     failed = sum(1 for r in records if not r.ok)
-    summarise(records, elapsed)
+    summarise(records, elapsed, run.skipped)
     raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qualiclip_cli.commands.console import advance, make_progress, stderr, warn
+from qualiclip_cli.commands.console import advance, make_progress, markup_safe, stderr, warn
 
 if TYPE_CHECKING:
     from qualiclip_cli.commands.options import ScoringChoices
@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 def run_scoring(choices: ScoringChoices, skip_under: Sequence[Path] = ()) -> ScoringRun:
     """Walk, resolve weights, score; progress and per-file warnings on stderr. Files found under any folder in
-    `skip_under` (e.g. the quarantine) are left out before scoring."""
+    `skip_under` (e.g. the quarantine) are left out before scoring. A walk that finds no image is an error
+    (exit 1) before the weights are looked for; paths the walk could not use are warned about before the model
+    loads, once (their error rows are not warned about again)."""
     import contextlib
 
     from rich.markup import escape
@@ -26,6 +28,11 @@ def run_scoring(choices: ScoringChoices, skip_under: Sequence[Path] = ()) -> Sco
     with contextlib.ExitStack() as stack, contextlib.ExitStack() as downloading:
         on_bytes = downloading.enter_context(download_bar())
         bar = None
+        warned: set[str] = set()  # paths already warned about by the walk
+
+        def on_walk_problem(found) -> None:
+            warned.add(str(found.path))
+            warn(f"{found.path}: {found.error}")
 
         def on_start(total: int) -> None:
             nonlocal bar
@@ -34,18 +41,20 @@ def run_scoring(choices: ScoringChoices, skip_under: Sequence[Path] = ()) -> Sco
 
         def on_record(record) -> None:
             advance(bar)
-            if not record.ok:
+            if not record.ok and record.path not in warned:
                 warn(f"{record.path}: {record.error}")
 
         return score_paths(
             choices.paths, walk=choices.walk(), options=choices.score_options(), weights=choices.weights,
             offline=choices.offline, skip_under=skip_under, on_start=on_start,
             on_record=on_record, on_download_start=announce_download, on_download_progress=on_bytes,
-            on_warning=lambda message: warn(escape(message)),
+            on_warning=lambda message: warn(escape(message)), on_walk_problem=on_walk_problem,
         )
 
 
-def summarise(records: list, elapsed: float) -> None:
+def summarise(records: list, elapsed: float, skipped=None) -> None:
+    """The summary line on stderr: scored, from cache, failed, time and rate, and what the walk skipped (a
+    `discovery.Skipped`, e.g. "skipped 3 files with other extensions (.ARW, .DNG, .xmp), 1 hidden folder")."""
     ok = sum(1 for r in records if r.ok)
     cached = sum(1 for r in records if r.ok and r.cached)
     failed = len(records) - ok
@@ -54,4 +63,7 @@ def summarise(records: list, elapsed: float) -> None:
     if failed:
         parts.append(f"{failed} failed")
     parts.append(f"{elapsed:.1f} s" + (f", {rate:.2f} images/s" if rate else ""))
-    stderr().print("qualiclip: " + ", ".join(parts), highlight=False)
+    line = "qualiclip: " + ", ".join(parts)
+    if skipped is not None and skipped.total:
+        line += "; skipped " + ", ".join(skipped.describe())
+    stderr().print(markup_safe(line), highlight=False)

@@ -84,7 +84,7 @@ def sort(
 
     choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
     scoring = run_scoring(choices, skip_under=[into] if into is not None else [])
-    summarise(scoring.records, scoring.elapsed)
+    summarise(scoring.records, scoring.elapsed, scoring.skipped)
     records = scoring.records
 
     if into is None and not rank_prefix:

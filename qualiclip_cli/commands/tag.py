@@ -116,7 +116,7 @@ def tag(
                        highlight=False, markup=False)
     choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
     scoring = run_scoring(choices, skip_under=[folder for folder, _ in curated])
-    summarise(scoring.records, scoring.elapsed)
+    summarise(scoring.records, scoring.elapsed, scoring.skipped)
     plan = plan_tag(scoring.records, scoring.weights_sha256, scoring.identity, thresholds=thresholds,
                     reject_below=reject_below, reject_label=reject_label, naming=sidecar,
                     rewrite_read_only=rewrite_read_only, overwrite_ratings=overwrite_ratings,
