@@ -122,8 +122,8 @@ def test_help_renders_without_type_metavars(path):
 def test_help_shows_paths_argument_the_usual_way():
     text = _help("score")
     usage = next(line for line in text.splitlines() if "Usage:" in line)
-    assert "PATHS..." in usage
-    assert "Image files and/or directories." in text  # the argument's own help is shown
+    assert "[PATHS]..." in usage  # optional since paths can come from --files-from; never "{paths}..."
+    assert "{paths}" not in text and "Image files and/or directories;" in text  # the argument's own help is shown
 
 
 @pytest.mark.parametrize("path", [p for p, c in _command_paths() if p and (not getattr(c, "commands", None)
