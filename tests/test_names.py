@@ -311,3 +311,55 @@ def test_a_label_no_sidecar_can_hold_is_refused_before_anything_is_written(tmp_p
         proc = _q("tag", root, "--reject-below", "0.5", "--reject-label", label, weights=tiny_weights_file, code=2)
         assert len(proc.stderr.splitlines()) == 1 and "--reject-label" in proc.stderr
         assert _tree(root) == before
+
+
+# --------------------------------------------------------------------- weights, evaluate, train, their help
+
+
+def _official_shaped_weights(path: bytes) -> bytes:
+    """A weights file with the official model's layout and pinned shapes, about 100 kB: every tensor is one
+    zero expanded to its shape (torch.save keeps the one-element storage). `weights import` and `weights
+    verify` accept it; it cannot score anything."""
+    import torch
+
+    from qualiclip_cli.core.model import weights as W
+    from qualiclip_cli.core.model.architecture import RN50, ModifiedResNet
+
+    with torch.device("meta"):
+        shapes = {f"clip_model.visual.{k}": tuple(v.shape) for k, v in ModifiedResNet(RN50).state_dict().items()}
+    shapes.update(W.QUALICLIP.expected_shapes)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        torch.save({key: torch.zeros(()).expand(shape) for key, shape in shapes.items()}, fh)
+    return path
+
+
+def _one_line(text: str) -> str:
+    lines = text.splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_weights_verify_import_and_path_with_non_utf8_names(tmp_path):
+    base = os.fsencode(tmp_path)
+    source = _official_shaped_weights(os.path.join(base, b"dl\xe9\nfolder", b"qualiclip-caf\xe9.pth"))
+    home = os.path.join(base, b"h\xe9me\x1b[31m")
+    installed = os.path.join(home, b"qualiclip.pth")
+    env = {"QUALICLIP_HOME": os.fsdecode(home)}
+    with open(source, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()
+
+    shown = names.display(os.fsdecode(source))
+    verified = _q("weights", "verify", os.fsdecode(source), env=env)
+    assert _one_line(verified.stdout) == f"{shown}: ok (sha256 {digest})"
+
+    assert _one_line(_q("weights", "path", env=env).stdout) == names.display(os.fsdecode(installed))
+    imported = _q("weights", "import", os.fsdecode(source), env=env)
+    assert _one_line(imported.stdout) == names.display(os.fsdecode(installed))
+    assert digest in imported.stderr
+    with open(installed, "rb") as fh:
+        assert hashlib.sha256(fh.read()).hexdigest() == digest  # the file itself, under the exact bytes name
+    assert sorted(os.listdir(home)) == sorted([b"qualiclip.pth", b"qualiclip.pth.sha256"]), os.listdir(home)
+
+    again = _q("weights", "verify", env=env)  # the installed file, in a folder whose name is not UTF-8
+    assert _one_line(again.stdout) == f"{names.display(os.fsdecode(installed))}: ok (sha256 {digest})"

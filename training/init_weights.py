@@ -22,6 +22,7 @@ from qualiclip_cli.core.errors import OfflineError, WeightsError, first_line
 from qualiclip_cli.core.model import layout
 from qualiclip_cli.core.model import weights as W
 from qualiclip_cli.core.model.layout import PROMPTS_KEY, split_weights
+from qualiclip_cli.core.paths import native_name
 
 # Keys of an OpenAI-layout CLIP state dict (open_clip's CLIP uses the same names).
 _CLIP_KEY_PREFIXES = ("visual.", "transformer.", "token_embedding.", "ln_final.")
@@ -57,7 +58,8 @@ def load_clip_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     try:
-        raw = load_file(str(path), device="cpu")
+        with native_name(path) as name:  # safetensors opens the file by a UTF-8 name
+            raw = load_file(name, device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise WeightsError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
     return clip_state_dict(raw, origin=str(path))

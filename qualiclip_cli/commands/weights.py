@@ -1,4 +1,8 @@
-"""`qualiclip weights download | import FILE | path | verify`."""
+"""`qualiclip weights download | import FILE | path | verify`.
+
+A path on stdout is shown as text output shows names (`core.names.display`: one line, undecodable bytes as
+\\xe9), so a weights file in a folder whose name is not UTF-8 prints as valid UTF-8 text.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import typer
 
 from qualiclip_cli.commands.console import stderr
 from qualiclip_cli.commands.errors import handle_errors
+from qualiclip_cli.core.names import display
 
 app = typer.Typer(help="Manage the QualiCLIP weights file (download, import, locate, verify).", no_args_is_help=True)
 
@@ -30,7 +35,7 @@ def download(
     if W.offline_requested():
         raise W.OfflineError("offline mode is on (QUALICLIP_OFFLINE); unset it to download")
     resolved = download_with_progress(force=force)
-    typer.echo(str(resolved.path))
+    typer.echo(display(resolved.path))
     stderr().print(f"sha256 {resolved.sha256}  ({W.QUALICLIP.license})", highlight=False)
 
 
@@ -49,7 +54,7 @@ def import_(
     from qualiclip_cli.core.model import weights as W
 
     path = W.import_weights(file, force=force)
-    typer.echo(str(path))
+    typer.echo(display(path))
     stderr().print(f"installed, sha256 {W.read_recorded_hash(path)}", highlight=False)
 
 
@@ -64,7 +69,7 @@ def path() -> None:
     """
     from qualiclip_cli.core.model import weights as W
 
-    typer.echo(str(W.cached_weights_path()))
+    typer.echo(display(W.cached_weights_path()))
 
 
 @app.command()
@@ -90,4 +95,4 @@ def verify(
     loaded = layout.load_weights_dict(target)
     layout.validate_weights(loaded, target, W.QUALICLIP.expected_shapes if file is None else None)
     layout.check_finite(loaded, target)
-    typer.echo(f"{target}: ok (sha256 {digest})")
+    typer.echo(f"{display(target)}: ok (sha256 {digest})")

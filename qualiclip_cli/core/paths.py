@@ -4,12 +4,15 @@
 - state_dir(): the journal of file operations (must survive a cache purge). QUALICLIP_HOME/state, else
   $XDG_STATE_HOME/qualiclip, else ~/.local/state/qualiclip.
 
-And how a user's path is read: `kernel_path` (".." as the kernel takes it, never collapsed lexically).
+And how a user's path is read: `kernel_path` (".." as the kernel takes it, never collapsed lexically); and
+`native_name`, a name for a file that code outside Python (which takes names as UTF-8 text) can open.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -63,3 +66,26 @@ def lexical_reading_agrees(path: str | os.PathLike) -> bool:
     last = len(parts) - 1 - parts[::-1].index("..")
     prefix = Path(*parts[: last + 1])
     return os.path.realpath(os.path.abspath(prefix)) == os.path.realpath(prefix)
+
+
+@contextmanager
+def native_name(path: str | os.PathLike) -> Iterator[str]:
+    """A name under which native code that takes file names as UTF-8 text (torch's zip reader and memory map,
+    safetensors) opens `path`. A name that is not valid UTF-8 (its undecodable bytes held as lone surrogates)
+    cannot be handed over as such: the file is opened here and its /proc/self/fd entry, which names the very
+    file opened, stands in for it while the block runs (where /proc is not mounted, the name is given as it
+    is, and the native reader's error names the reason)."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+        representable = True
+    except UnicodeEncodeError:
+        representable = False
+    if representable or not os.path.isdir("/proc/self/fd"):
+        yield name
+        return
+    fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)

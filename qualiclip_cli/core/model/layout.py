@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from qualiclip_cli.core.errors import WeightsError, first_line
+from qualiclip_cli.core.paths import native_name
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +54,8 @@ def load_weights_dict(path: Path, mmap: bool = True) -> dict:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
-    return _load(path, path, mmap)
+    with native_name(path) as name:  # torch opens (and maps) the file by a UTF-8 name
+        return _load(name, path, mmap)
 
 
 def load_weights_file(file: BinaryIO, path: Path | str) -> dict:
