@@ -363,3 +363,68 @@ def test_weights_verify_import_and_path_with_non_utf8_names(tmp_path):
 
     again = _q("weights", "verify", env=env)  # the installed file, in a folder whose name is not UTF-8
     assert _one_line(again.stdout) == f"{names.display(os.fsdecode(installed))}: ok (sha256 {digest})"
+
+
+def _weights_copy(tiny_weights_file, folder: bytes, name: bytes) -> str:
+    """The tiny weights under folder/name (bytes); returns the path as Python holds it."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with open(tiny_weights_file, "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read())
+    return os.fsdecode(path)
+
+
+# A weights file name that is not UTF-8, holds markup and an escape: its label is the file name.
+HOSTILE_WEIGHTS = b"w\xe9[b]\x1b.pth"
+
+
+def test_evaluate_synthetic_over_non_utf8_photos_and_weights(tmp_path, tiny_weights_file):
+    base = os.fsencode(tmp_path)
+    held_out = os.path.join(base, b"held\xe9out")
+    os.makedirs(held_out)
+    for name, image in zip((b"caf\xe9.jpg", b"new\nline.jpg", b"plain.jpg"), IMAGES):
+        natural_image(image).save(os.fsdecode(os.path.join(held_out, name)), format="JPEG", quality=90)
+    with open(os.path.join(held_out, b"broken\xff\n\x1b[2J.jpg"), "wb") as fh:
+        fh.write(b"not a JPEG at all")
+    weights = _weights_copy(tiny_weights_file, os.path.join(base, b"m\xe9dels"), HOSTILE_WEIGHTS)
+    label = os.fsdecode(HOSTILE_WEIGHTS)
+    args = ("evaluate", "--synthetic", os.fsdecode(held_out), "--weights", weights, "--weights", tiny_weights_file,
+            "--crop-size", "48", "--crops", "1", "--distortions", "jpeg,gaublur")
+
+    as_json = _q(*args, "--format", "json")
+    data = json.loads(as_json.stdout)
+    assert [r["weights"] for r in data["results"]] == [label, "tiny.pth"]  # the exact name, back from the JSON
+    assert all(r["images"] == 3 for r in data["results"])
+    assert "NaN" not in as_json.stdout and "Infinity" not in as_json.stdout
+    warnings = [line for line in as_json.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "broken\\xff\\n\\x1b[2J.jpg" in warnings[0], as_json.stderr
+
+    table = _q(*args, "--format", "text")
+    assert "w\\xe9[b]\\x1b.pth" in table.stdout  # escaped, and [b] not read as markup
+
+
+def test_evaluate_mos_reads_names_as_raw_bytes_or_escapes(tmp_path, tiny_weights_file):
+    folder = os.path.join(os.fsencode(tmp_path), b"m\xe9s")
+    os.makedirs(folder)
+    photos = (b"caf\xe9.jpg", b"r\xf6ck.jpg", b"new\nline.jpg", b"back\\slash.jpg", b"plain.jpg")
+    for name, image in zip(photos, IMAGES):
+        natural_image(image).save(os.fsdecode(os.path.join(folder, name)), format="JPEG", quality=90)
+    table = os.path.join(folder, b"ratings \xe9.csv")
+    with open(table, "wb") as fh:
+        fh.write(b"path,mos\n"
+                 b"caf\xe9.jpg,1.0\n"  # the name's own bytes (not UTF-8)
+                 b"r\\udcf6ck.jpg,2.0\n"  # the escape machine formats write for an undecodable byte
+                 b'"new\nline.jpg",3.0\n'  # a quoted cell holding a newline
+                 b"back\\slash.jpg,3.5\n"  # a backslash that starts no escape is itself
+                 + os.path.join(folder, b"plain.jpg") + b",4.0\n"  # absolute, in a folder that is not UTF-8
+                 b"gone\xe9.jpg,5.0\n")  # missing: skipped with a warning
+    weights = _weights_copy(tiny_weights_file, os.path.join(os.fsencode(tmp_path), b"m\xe9dels"), HOSTILE_WEIGHTS)
+
+    result = _q("evaluate", "--mos", os.fsdecode(table), "--weights", weights, "--format", "csv")
+    header, row = [[names.csv_text(cell) for cell in r] for r in csv.reader(io.StringIO(result.stdout))]
+    assert len(result.stdout.splitlines()) == 2
+    assert header == ["weights", "n", "srcc", "plcc", "failed"]
+    assert row[0] == os.fsdecode(HOSTILE_WEIGHTS)  # the exact name, back from the csv cell
+    assert (row[1], row[4]) == ("5", "1"), result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "gone\\xe9.jpg" in warnings[0], result.stderr

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from qualiclip_cli.core.errors import UsageError
+from qualiclip_cli.core.names import csv_text
 
 # ------------------------------------------------------------------------------------------- statistics
 
@@ -91,11 +92,16 @@ class MosResult:
 
 def read_mos_csv(path: Path) -> list[tuple[Path, float]]:
     """Rows of (image path, MOS). Relative paths are relative to the CSV's folder. Columns named path and mos
-    (case-insensitive; 'image', 'file', 'filename' and 'score' accepted too)."""
+    (case-insensitive; 'image', 'file', 'filename' and 'score' accepted too).
+
+    The CSV is UTF-8. A file name that is not valid UTF-8 may be given either as its own bytes (read with
+    surrogateescape, so they name the file exactly) or in the csv form of `core.names.csv_cell`, which
+    qualiclip's machine formats write: each undecodable byte as ``\\udcXX``, a control character as
+    ``\\u000a`` etc., and a backslash standing before such a sequence doubled."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such MOS file")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh)
         fields = {name.strip().lower(): name for name in (reader.fieldnames or [])}
         path_col = next((fields[c] for c in ("path", "image", "file", "filename", "image_name") if c in fields), None)
@@ -111,7 +117,7 @@ def read_mos_csv(path: Path) -> list[tuple[Path, float]]:
                 mos = float(raw_mos)
             except ValueError:
                 raise UsageError(f"{path}:{line}: MOS {raw_mos!r} is not a number") from None
-            image = Path(raw_path).expanduser()
+            image = Path(csv_text(raw_path)).expanduser()
             rows.append((image if image.is_absolute() else path.parent / image, mos))
     if len(rows) < 2:
         raise UsageError(f"{path}: needs at least 2 rows to compute a correlation")

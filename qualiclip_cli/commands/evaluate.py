@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -22,7 +21,7 @@ FORMATS: tuple[str, ...] = get_args(EvaluateFormat)
 
 @handle_errors
 def evaluate(
-    mos: Annotated[Optional[Path], typer.Option("--mos", help="CSV with columns path,mos (paths relative to the CSV): SRCC and PLCC of the scores.", show_default=False)] = None,
+    mos: Annotated[Optional[Path], typer.Option("--mos", help="CSV with columns path,mos (paths relative to the CSV; a name that is not UTF-8 as its bytes or as \\udcXX escapes): SRCC and PLCC of the scores.", show_default=False)] = None,
     synthetic: Annotated[Optional[list[Path]], typer.Option("--synthetic", help="Folder(s) of held-out clean photos: degrade them at 5 levels, report how well quality falls with the level.", show_default=False)] = None,
     weights: Annotated[Optional[list[str]], typer.Option("--weights", help="Weights file to evaluate (repeatable; 'official' = the installed official weights) \\[default: official].", show_default=False)] = None,
     fmt: Annotated[EvaluateFormat, typer.Option("--format", "-f", help="text (a table), json or csv; table: same as text.")] = "text",
@@ -117,6 +116,11 @@ def _fmt(value: float) -> str:
     return "n/a" if value != value else f"{value:.4f}"  # NaN check
 
 
+def _cell(value: float) -> str | float:
+    """A number for a csv cell: empty when missing (NaN), as in score's csv."""
+    return "" if value != value else value
+
+
 def _synthetic_rows(results: list[dict]) -> list[tuple[str, str, list[float]]]:
     """(measure, group, [value per weights]) in display order: groups, then overall."""
     groups = [g for g in results[0]["per_crop_srcc"] if g != "overall"] + ["overall"]
@@ -128,43 +132,46 @@ def _synthetic_rows(results: list[dict]) -> list[tuple[str, str, list[float]]]:
 
 
 def _print(data: dict, fmt: str, kind: str) -> None:
+    """Write the results: json and csv (UTF-8, names in the lossless forms of `core.names`, no NaN) or a table
+    (names escaped for the terminal, never read as markup)."""
+    from qualiclip_cli.commands.console import machine_stream, markup_safe, print_table
+    from qualiclip_cli.core.names import csv_cell, json_dumps
+
     results = data["results"]
     if fmt == "json":
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        machine_stream(sys.stdout).write(json_dumps(data, indent=2) + "\n")
         return
     if fmt == "csv":
         import csv
 
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer = csv.writer(machine_stream(sys.stdout), lineterminator="\n")
         if kind == "mos":
             writer.writerow(["weights", "n", "srcc", "plcc", "failed"])
             for r in results:
-                writer.writerow([r["weights"], r["n"], r["srcc"], r["plcc"], r["failed"]])
+                writer.writerow([csv_cell(r["weights"]), r["n"], _cell(r["srcc"]), _cell(r["plcc"]), r["failed"]])
         else:
-            writer.writerow(["measure", "group"] + [r["weights"] for r in results])
+            writer.writerow(["measure", "group"] + [csv_cell(r["weights"]) for r in results])
             for measure, group, values in _synthetic_rows(results):
-                writer.writerow([measure, group] + values)
+                writer.writerow([measure, group] + [_cell(v) for v in values])
         return
     from rich.table import Table
-
-    from qualiclip_cli.commands.console import stdout
 
     if kind == "mos":
         table = Table(title="Agreement with MOS")
         for col in ("weights", "images", "SRCC", "PLCC", "unreadable"):
             table.add_column(col, justify="left" if col == "weights" else "right")
         for r in results:
-            table.add_row(r["weights"], str(r["n"]), _fmt(r["srcc"]), _fmt(r["plcc"]), str(r["failed"]))
+            table.add_row(markup_safe(r["weights"]), str(r["n"]), _fmt(r["srcc"]), _fmt(r["plcc"]), str(r["failed"]))
     else:
         first = results[0]
         table = Table(title=f"Quality vs degradation level (SRCC with -level; {first['images']} photos, {first['crops']} crops)")
         table.add_column("measure")
         table.add_column("group")
         for r in results:
-            table.add_column(r["weights"], justify="right")
+            table.add_column(markup_safe(r["weights"]), justify="right")
         previous = None
         for measure, group, values in _synthetic_rows(results):
             table.add_row(measure if measure != previous else "", group, *[_fmt(v) for v in values],
                           end_section=group == "overall")
             previous = measure
-    stdout().print(table)
+    print_table(table)
