@@ -428,3 +428,57 @@ def test_evaluate_mos_reads_names_as_raw_bytes_or_escapes(tmp_path, tiny_weights
     assert (row[1], row[4]) == ("5", "1"), result.stderr
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "gone\\xe9.jpg" in warnings[0], result.stderr
+
+
+def test_train_and_preview_over_non_utf8_names(tmp_path, tiny_weights_file):
+    import torch
+
+    from qualiclip_cli.core.model import layout
+
+    base = os.fsencode(tmp_path)
+    pristine = os.path.join(base, b"pristine\xe9")
+    os.makedirs(pristine)
+    photos = (b"caf\xe9.jpg", b"new\nline.jpg", b"plain.jpg")
+    for name, image in zip(photos, IMAGES):
+        natural_image(image).save(os.fsdecode(os.path.join(pristine, name)), format="JPEG", quality=90)
+    with open(os.path.join(pristine, b"bad\xff\n\x1b[2J.jpg"), "wb") as fh:
+        fh.write(b"not a JPEG at all")
+    init = _weights_copy(tiny_weights_file, os.path.join(base, b"in\xe9t"), b"[bold]start\xe9.pth")
+    out = os.path.join(base, b"run\xe9[b]\n\x1b[31m")
+
+    # 2 steps of 2 photos: one pass over the 4 files, so the unreadable one is met (and warned about) once.
+    trained = _q("train", "--pristine", os.fsdecode(pristine), "--out", os.fsdecode(out), "--init", init,
+                 "--steps", "2", "--batch-size", "2", "--crop-size", "48", "--workers", "0", "--max-side", "0",
+                 "--distortions", "jpeg,gaublur", "--log-every", "1", "--checkpoint-every", "1")
+    weights = os.path.join(out, b"qualiclip-finetuned.pth")
+    assert trained.stdout == names.display(os.fsdecode(weights)) + "\n"
+    assert f"Training from file weights ({names.display(init)}) on 4 photos" in trained.stderr  # [bold] shown
+    assert f"checkpoint at step 1: {names.display(os.fsdecode(os.path.join(out, b'checkpoint.pt')))}\n" in trained.stderr
+    assert f"; weights: {names.display(os.fsdecode(weights))}\n" in trained.stderr
+    warnings = [line for line in trained.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "bad\\xff\\n\\x1b[2J.jpg" in warnings[0], trained.stderr
+
+    # What the run writes names every file exactly, in valid UTF-8.
+    def read_json(name):
+        with open(os.path.join(out, name), "rb") as fh:
+            return json.loads(fh.read().decode("utf-8"))
+
+    config, summary = read_json(b"config.json"), read_json(b"summary.json")
+    assert config["pristine"] == [os.fsdecode(pristine)] and config["out_dir"] == os.fsdecode(out)
+    assert summary["init"]["path"] == init and summary["images"] == 4
+    with open(os.path.join(out, b"log.jsonl"), "rb") as fh:
+        assert [json.loads(line)["step"] for line in fh.read().decode("utf-8").splitlines()] == [1, 2]
+    with open(os.path.join(out, b"checkpoint.pt"), "rb") as fh:
+        state = torch.load(fh, weights_only=True)
+    assert sorted(os.fsencode(p) for p in state["data_order"]["files"]) == sorted(
+        os.path.join(pristine, name) for name in (*photos, b"bad\xff\n\x1b[2J.jpg"))
+    assert os.fsencode(state["init"]["path"]) == os.fsencode(init)
+    layout.validate_weights(layout.load_weights_dict(os.fsdecode(weights)), "trained")  # loads by its bytes name
+
+    grid = os.path.join(base, b"grid\xe9\n.png")
+    shown = _q("train", "preview", "--pristine", os.fsdecode(os.path.join(pristine, b"new\nline.jpg")),
+               "--out", os.fsdecode(grid), "--crop-size", "48", "--distortions", "jpeg")
+    assert shown.stdout == names.display(os.fsdecode(grid)) + "\n"
+    assert _one_line(shown.stderr).startswith(names.display(os.fsdecode(os.path.join(pristine, b"new\nline.jpg"))))
+    with open(grid, "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -68,7 +68,9 @@ def load_image(path: Path, max_side: int, draft: bool = True) -> torch.Tensor:
 
 
 def _stderr_warning(message: str) -> None:
-    print(f"qualiclip: warning: {message}", file=sys.stderr, flush=True)
+    from qualiclip_cli.core.names import display
+
+    print(f"qualiclip: warning: {display(message)}", file=sys.stderr, flush=True)
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:

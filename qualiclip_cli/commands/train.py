@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from qualiclip_cli.commands import options as opt
-from qualiclip_cli.commands.console import make_progress, progress_enabled, stderr, warn
+from qualiclip_cli.commands.console import make_progress, markup_safe, progress_enabled, stderr, warn
 from qualiclip_cli.commands.errors import handle_errors
 from qualiclip_cli.commands.weights_progress import download_bar
+from qualiclip_cli.core.names import display
 from training.config import BnStats, Schedule, TrainConfig
 
 app = typer.Typer(
@@ -86,11 +87,12 @@ def train(
     )
     result = run_training(cfg, resume=resume, offline=offline)
     if result is not None:
-        typer.echo(str(result.weights_path))
+        typer.echo(display(result.weights_path))
 
 
 def run_training(cfg, resume: bool = False, offline: bool = False):
-    """Train with a Rich progress bar (loss in the description) on stderr; rank 0 reports."""
+    """Train with a Rich progress bar (loss in the description) on stderr; rank 0 reports. Paths are shown
+    escaped, one line each, never read as markup (`markup_safe`)."""
     from training import distributed as D
     from training.trainer import train
 
@@ -105,7 +107,7 @@ def run_training(cfg, resume: bool = False, offline: bool = False):
         if kind == "start":
             init = data["init"]
             console.print(
-                f"Training from {init['source']} weights ({init['path']}) on {data['files']} photos: "
+                f"Training from {init['source']} weights ({markup_safe(init['path'])}) on {data['files']} photos: "
                 f"{data['device']}, {data['precision']}, batch-norm statistics {data['bn']}"
                 + (f", {data['world_size']} processes" if data["world_size"] > 1 else "")
                 + (f"; resuming at step {data['step']}" if data["step"] else ""),
@@ -127,7 +129,7 @@ def run_training(cfg, resume: bool = False, offline: bool = False):
             if not show_bar:
                 console.print(text, highlight=False)
         elif kind == "checkpoint" and not show_bar:
-            console.print(f"checkpoint at step {data['step']}: {data['path']}", highlight=False)
+            console.print(f"checkpoint at step {data['step']}: {markup_safe(data['path'])}", highlight=False)
         elif kind == "done":
             if bar is not None:
                 bar.__exit__(None, None, None)
@@ -136,7 +138,7 @@ def run_training(cfg, resume: bool = False, offline: bool = False):
             console.print(
                 f"qualiclip: trained to step {summary['steps']} in {summary['seconds']:.1f} s "
                 f"({summary['seconds_per_step']:.3f} s/step)"
-                + (f", final loss {last['loss']:.4f}" if last else "") + f"; weights: {data['weights']}",
+                + (f", final loss {last['loss']:.4f}" if last else "") + f"; weights: {markup_safe(data['weights'])}",
                 highlight=False, soft_wrap=True,
             )
 
@@ -195,5 +197,5 @@ def preview(
     grid = render_grid(preview_crop(image, crop_size), keys, seed=seed, tile=tile)
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
-    typer.echo(str(out))
-    stderr().print(f"{files[index]}: {grid.width}x{grid.height} px grid of {len(keys or DISTORTIONS)} distortions x 5 levels", highlight=False)
+    typer.echo(display(out))
+    stderr().print(f"{markup_safe(files[index])}: {grid.width}x{grid.height} px grid of {len(keys or DISTORTIONS)} distortions x 5 levels", highlight=False)
