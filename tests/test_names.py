@@ -482,3 +482,12 @@ def test_train_and_preview_over_non_utf8_names(tmp_path, tiny_weights_file):
     assert _one_line(shown.stderr).startswith(names.display(os.fsdecode(os.path.join(pristine, b"new\nline.jpg"))))
     with open(grid, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("command", ["train", "train preview", "evaluate", "weights", "weights import",
+                                     "weights verify", "weights path", "weights download"])
+def test_help_of_the_training_and_weights_commands_on_an_ascii_stream(command):
+    # A stream that takes only ASCII (a POSIX terminal, a log): the help is written escaped, never crashes.
+    shown = _q(*command.split(), "--help", env={"PYTHONIOENCODING": "ascii"})
+    assert "Usage:" in shown.stdout and shown.stdout.isascii()
+    assert "SPEC" not in shown.stdout

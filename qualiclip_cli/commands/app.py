@@ -51,4 +51,7 @@ app.command("evaluate")(evaluate_cmd.evaluate)
 
 
 def main() -> None:
+    from qualiclip_cli.commands.console import prepare_streams
+
+    prepare_streams()  # before parsing: --help too writes what the stream's encoding cannot carry escaped
     app()
