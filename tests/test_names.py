@@ -491,3 +491,22 @@ def test_help_of_the_training_and_weights_commands_on_an_ascii_stream(command):
     shown = _q(*command.split(), "--help", env={"PYTHONIOENCODING": "ascii"})
     assert "Usage:" in shown.stdout and shown.stdout.isascii()
     assert "SPEC" not in shown.stdout
+
+
+def test_weights_download_into_a_folder_whose_name_is_not_utf8(tmp_path):
+    from http_server import FileServer
+
+    base = os.fsencode(tmp_path)
+    with open(_official_shaped_weights(os.path.join(base, b"src", b"qualiclip.pth")), "rb") as fh:
+        body = fh.read()
+    home = os.path.join(base, b"cach\xe9\n")
+    with FileServer() as server:  # on 127.0.0.1, in this process
+        server.files["/qualiclip.pth"] = body
+        env = {"QUALICLIP_HOME": os.fsdecode(home), "QUALICLIP_OFFLINE": "",
+               "QUALICLIP_WEIGHTS_URL": server.url("/qualiclip.pth")}
+        fetched = _q("weights", "download", env=env)
+    installed = os.path.join(home, b"qualiclip.pth")
+    assert _one_line(fetched.stdout) == names.display(os.fsdecode(installed))
+    with open(installed, "rb") as fh:
+        assert fh.read() == body
+    assert hashlib.sha256(body).hexdigest() in fetched.stderr
