@@ -510,3 +510,20 @@ def test_weights_download_into_a_folder_whose_name_is_not_utf8(tmp_path):
     with open(installed, "rb") as fh:
         assert fh.read() == body
     assert hashlib.sha256(body).hexdigest() in fetched.stderr
+
+
+def test_a_clip_safetensors_file_whose_name_is_not_utf8_loads(tmp_path):
+    # `train --init FILE.safetensors` (and --init openai's cached file) go through this reader.
+    import torch
+    from safetensors.torch import save
+
+    from training.init_weights import load_clip_safetensors
+
+    from tiny_weights import tiny_clip_state_dict
+
+    state = tiny_clip_state_dict(0)
+    path = os.path.join(os.fsencode(tmp_path), b"rn50-caf\xe9\n.safetensors")
+    with open(path, "wb") as fh:
+        fh.write(save({key: value.contiguous() for key, value in state.items()}))
+    loaded = load_clip_safetensors(os.fsdecode(path))
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
