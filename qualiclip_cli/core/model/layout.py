@@ -69,25 +69,127 @@ def load_weights_file(file: BinaryIO, path: Path | str) -> dict:
     return _load(file, Path(path), mmap=False)
 
 
+# The first bytes of PyTorch's two formats: a zip archive (torch.save since 1.6) or a pickle (the legacy format,
+# whose first object is a magic number; protocol 2 in every torch that wrote it, any protocol accepted here).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80
+_HEAD = 256
+
+
+def _head(source) -> bytes:
+    """The first bytes of ``source`` (a path, or an open binary file left at its start)."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as f:
+            return f.read(_HEAD)
+    head = source.read(_HEAD)
+    source.seek(0)
+    return head
+
+
+def _what_it_is(head: bytes) -> str:
+    """What a file that is not in a PyTorch format looks like, for the message that refuses it."""
+    if not head:
+        return "the file is empty"
+    if head[:2] == b"\x1f\x8b":
+        return "it is gzip-compressed: decompress it first"
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
+        return "it is a safetensors file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = head[:exc.start].decode("utf-8") if exc.start >= len(head) - 3 else ""
+    if text:
+        start = text.lstrip().lower()
+        if start.startswith(("<!doctype html", "<html", "<?xml", "<head", "<body")) or "<html" in start:
+            return "it is an HTML page, e.g. a download's error page saved in its place"
+        if all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+            words = " ".join(text.split())[:40]
+            return f"it is text, starting {words!r}" if words else "it is blank text"
+    return "it holds neither a zip archive nor pickled tensors"
+
+
+def _format_error(source, path: Path) -> tuple[WeightsError | None, bool]:
+    """(a WeightsError for a file that cannot be in one of PyTorch's formats, looked at before torch reads it, or
+    None when it may be one; whether it is a zip archive)."""
+    try:
+        head = _head(source)
+    except OSError as exc:
+        return WeightsError(f"{path}: cannot read the weights file ({exc.strerror or exc})"), False
+    if head.startswith(_ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(source) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            return WeightsError(f"{path}: corrupted or truncated zip archive, not a readable PyTorch weights file "
+                                f"({first_line(exc)})"), True
+        finally:
+            if not isinstance(source, (str, Path)):
+                source.seek(0)
+        # torch.save writes every member under one folder, with the pickled object in <folder>/data.pkl.
+        if not any(name.endswith("/data.pkl") and name.count("/") == 1 for name in names):
+            return WeightsError(f"{path}: not a PyTorch weights file (a zip archive without PyTorch's data.pkl)"), True
+        return None, True
+    if head[:1] == bytes([_PICKLE_PROTO]) and len(head) > 1 and 2 <= head[1] <= 5:
+        return None, False
+    return WeightsError(f"{path}: not a PyTorch weights file ({_what_it_is(head)})"), False
+
+
+# What torch's weights-only unpickler says about an object it refuses to build (as opposed to bytes it cannot
+# read at all): only these mean the file holds Python objects beyond plain tensors.
+_REFUSED_OBJECT = ("GLOBAL", "allowlisted", "unrecognized function", "must be imported")
+
+
 def _load(source, path: Path, mmap: bool) -> dict:
+    """torch.load(weights_only=True) of ``source``; whatever goes wrong is a one-line WeightsError naming ``path``:
+    a file in no PyTorch format is refused before torch reads it, and any failure of torch's reader on the rest
+    (it raises KeyError, IndexError, TypeError... on damaged bytes) means a damaged or foreign file."""
+    import warnings
+
     import torch
 
+    refused, is_zip = _format_error(source, path)
+    if refused is not None:
+        raise refused
+    mmap = mmap and is_zip  # the legacy format cannot be memory-mapped
     try:
-        obj = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": torch's, not the user's business
+            obj = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+    except MemoryError:
+        raise
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported" in str(exc) or "global" in str(exc).lower():
+        reason = _unpickler_reason(exc)
+        if any(marker in str(exc) for marker in _REFUSED_OBJECT):
             raise WeightsError(
                 f"{path}: refused to load: the file contains Python objects that would run code, "
                 "not plain tensors"
             ) from None
-        raise WeightsError(f"{path}: not a readable weights file ({first_line(exc)})") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        if mmap and "mmap" in str(exc):  # legacy (non-zip) format can't be memory-mapped
-            return _load(source, path, mmap=False)
-        raise WeightsError(f"{path}: corrupted or not a PyTorch weights file ({first_line(exc)})") from None
+        raise WeightsError(f"{path}: corrupted or not a PyTorch weights file ({reason})") from None
+    except Exception as exc:  # torch's reader fails on damaged bytes with any exception type
+        raise WeightsError(f"{path}: corrupted or not a PyTorch weights file ({_reader_reason(exc)})") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
+
+
+def _reader_reason(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "the file ends early"
+    if isinstance(exc, (RuntimeError, OSError, ValueError)):
+        return first_line(exc)
+    return f"unreadable data: {type(exc).__name__} {first_line(exc)}"
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """The line of torch's weights-only error that says what went wrong, without the advice around it (to
+    retry with ``weights_only=False``, which must never be followed here)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    text = text.split(marker, 1)[1] if marker in text else text
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation", "Re-running")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(boilerplate)]
+    return reasons[0] if reasons else first_line(exc)
 
 
 def validate_weights(weights: dict, path: Path | str, expected_shapes: Mapping[str, tuple[int, ...]] | None = None) -> None:
@@ -100,6 +202,8 @@ def validate_weights(weights: dict, path: Path | str, expected_shapes: Mapping[s
 
     from qualiclip_cli.core.model.architecture import ModifiedResNet, VisualConfig
 
+    if not all(isinstance(k, str) for k in weights):
+        raise WeightsError(f"{path}: not a QualiCLIP weights file (its keys are not all tensor names)")
     if not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise WeightsError(f"{path}: not a QualiCLIP weights file (values are not all tensors)")
     if PROMPTS_KEY not in weights or not any(k.startswith(CLIP_PREFIX) for k in weights):
