@@ -49,6 +49,11 @@ OPENAI_RN50 = W.WeightsSpec(
     expected_shapes={k: v for k, v in W.QUALICLIP.expected_shapes.items() if k != PROMPTS_KEY},
     url_env="QUALICLIP_CLIP_URL",
     check=_check_clip_safetensors,
+    title="OpenAI CLIP RN50",
+    # `qualiclip weights import` installs QualiCLIP files only: this one is placed by hand, and checked and pinned
+    # on first use.
+    install="save it as {dest}",
+    reinstall="delete {dest} and {record}: the next run downloads it again (offline: save a good copy as {dest})",
 )
 
 
@@ -101,8 +106,8 @@ def resolve_openai(offline: bool = False, progress: W.ProgressCallback | None = 
         return W.ResolvedWeights(cached, W.verify_recorded_hash(cached, spec), "cache")
     if W.offline_requested(offline):
         raise OfflineError(
-            f"OpenAI CLIP RN50 weights are not in {cached.parent} and offline mode is on: download "
-            f"{spec.download_url} on a connected machine and save it as {cached}"
+            f"{spec.title} weights are not in {cached.parent} and offline mode is on: download "
+            f"{spec.download_url} on a connected machine and {spec.install_hint(cached)}"
         )
     return W.downloaded(W.download_weights(spec=spec, progress=progress))
 
@@ -115,7 +120,7 @@ def load_init(
 ) -> InitWeights:
     """Resolve (download if needed) and load the starting weights as a CLIP state dict."""
     if init == "qualiclip":
-        resolved = W.resolve_weights(None, offline, progress=progress)
+        resolved = W.resolve_weights(None, offline, progress=progress, file_option="--init")
         weights = layout.load_weights_dict(resolved.path, mmap=False)
         layout.validate_weights(weights, resolved.path)
         clip_sd, _ = split_weights(weights)

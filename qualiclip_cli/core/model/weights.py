@@ -47,10 +47,28 @@ class WeightsSpec:
     # check(path, origin, spec) for files that are not QualiCLIP .pth files (e.g. a CLIP safetensors file used
     # to start training); raises WeightsError. None: the QualiCLIP layout check (`validate_weights`).
     check: Callable[[Path, str, WeightsSpec], None] | None = None
+    # What the errors tell a user to do, for this file: install a copy obtained elsewhere (offline, or after a
+    # failed download), and replace a cached copy that no longer matches its pin. {dest}: where the file goes,
+    # {record}: its SHA-256 record.
+    title: str = "QualiCLIP"  # what the file is, in messages
+    install: str = "run `qualiclip weights import FILE`"
+    reinstall: str = "run `qualiclip weights download --force` or `qualiclip weights import FILE`"
 
     @property
     def download_url(self) -> str:
         return os.environ.get(self.url_env) or self.url
+
+    def install_hint(self, dest: Path | None = None) -> str:
+        """How to install a copy of this file obtained elsewhere (the remedy that works for this very file)."""
+        return self._hint(self.install, dest)
+
+    def reinstall_hint(self, dest: Path | None = None) -> str:
+        """How to replace an installed copy of this file that fails its SHA-256 pin."""
+        return self._hint(self.reinstall, dest)
+
+    def _hint(self, template: str, dest: Path | None) -> str:
+        dest = Path(dest) if dest is not None else cached_weights_path(self)
+        return template.format(dest=dest, record=hash_record_path(dest))
 
 
 QUALICLIP = WeightsSpec(
@@ -250,8 +268,11 @@ def resolve_weights(
     spec: WeightsSpec = QUALICLIP,
     hash_in_background: bool = False,
     on_download_start: Callable[[Path, str], None] | None = None,
+    file_option: str | None = "--weights",
 ) -> ResolvedWeights:
     """Find (or fetch) the weights file to use. Never touches the network when offline.
+
+    ``file_option``: the caller's option that takes a weights file, named in the offline error (None: none).
 
     ``hash_in_background``: open an existing file once and hash (and verify) it in a thread, for the caller to
     load the same open file (`ResolvedWeights.open_for_loading`).
@@ -275,8 +296,9 @@ def resolve_weights(
         return found(cached, "cache", lambda digest: _verify_pin(cached, digest, spec))
     if offline_requested(offline):
         raise OfflineError(
-            f"no QualiCLIP weights in {cached.parent} and offline mode is on: download {spec.download_url} "
-            f"on a connected machine, then run `qualiclip weights import FILE` (or pass --weights FILE)"
+            f"no {spec.title} weights in {cached.parent} and offline mode is on: download {spec.download_url} "
+            f"on a connected machine, then {spec.install_hint(cached)}"
+            + (f" (or pass {file_option} FILE)" if file_option else "")
         )
     if on_download_start:
         on_download_start(cached.parent, spec.download_url)
@@ -303,7 +325,7 @@ def _verify_pin(path: Path, actual: str, spec: WeightsSpec) -> str:
     elif recorded != actual:
         raise WeightsError(
             f"{path}: SHA-256 {actual[:12]}… does not match {recorded[:12]}… recorded when it was installed "
-            "(corrupted or replaced); run `qualiclip weights download --force` or `qualiclip weights import FILE`"
+            f"(corrupted or replaced); {spec.reinstall_hint(path)}"
         )
     return actual
 
@@ -351,10 +373,13 @@ def download_weights(
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 raise WeightsError(
                     f"download of {url} failed ({first_line(getattr(exc, 'reason', exc))}); nothing was saved. "
-                    "Retry, or download the file elsewhere and run `qualiclip weights import FILE`"
+                    f"Retry, or download the file elsewhere and {spec.install_hint(dest)}"
                 ) from None
             if total_bytes is not None and done != total_bytes:
-                raise WeightsError(f"download of {url} stopped after {done} of {total_bytes} bytes; nothing was saved")
+                raise WeightsError(
+                    f"download of {url} stopped after {done} of {total_bytes} bytes; nothing was saved. "
+                    f"Retry, or download the file elsewhere and {spec.install_hint(dest)}"
+                )
             out.flush()
             os.fsync(out.fileno())
         _install_checked(tmp, dest, spec, origin=url)
