@@ -4,6 +4,11 @@ Field order and names are documented in the README; changing them is a breaking 
 carried losslessly (see `core.names`): the output is always valid UTF-8, a name's undecodable bytes are
 \\udcXX escapes (JSON's own in jsonl/json, the same text in csv), and NaN is never written (null, or an empty
 csv cell).
+
+Floats are written rounded to `SIGNIFICANT` significant digits (the model's own float32 precision is about 7, and
+scores that differ past the 6th digit rank the same photos alike); ``full_precision`` writes them exactly. Score
+rows carry the run's provenance (`PROVENANCE_FIELDS`: the weights' SHA-256 and the scoring identity) after the
+documented fields; `pairs` is null without details, never absent.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TextIO
 
 from qualiclip_cli.commands.console import machine_stream
@@ -26,9 +31,32 @@ def canonical(fmt: str) -> str:
     return "text" if fmt == "table" else fmt
 
 
-def write_rows(rows: Iterable[dict], fmt: str, out: TextIO) -> None:
-    """The two JSON machine formats for any list of flat dicts: one object per line, or one indented list."""
+#: Significant digits of every float in the machine formats, unless full precision is asked for.
+SIGNIFICANT = 6
+
+#: The fields after the documented ones in every score row: which weights and which scoring rules gave the scores.
+PROVENANCE_FIELDS = ("weights_sha256", "identity")
+
+
+def rounded(value, full_precision: bool = False):
+    """``value`` with every float in it (also inside dicts and lists) rounded to `SIGNIFICANT` significant
+    digits, as written; NaN and infinities are left for the writers to drop."""
+    if full_precision:
+        return value
+    if isinstance(value, float):
+        return float(f"{value:.{SIGNIFICANT}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v) for v in value]
+    return value
+
+
+def write_rows(rows: Iterable[dict], fmt: str, out: TextIO, full_precision: bool = False) -> None:
+    """The two JSON machine formats for any list of flat dicts: one object per line, or one indented list.
+    Floats are rounded (see `rounded`) unless ``full_precision``."""
     out = machine_stream(out)
+    rows = (rounded(row, full_precision) for row in rows)
     if fmt == "jsonl":
         for row in rows:
             out.write(json_dumps(row) + "\n")
@@ -38,31 +66,44 @@ def write_rows(rows: Iterable[dict], fmt: str, out: TextIO) -> None:
         raise ValueError(f"unknown JSON format {fmt!r}")
 
 
-def write_jsonl(records: Iterable[ScoreRecord], out: TextIO, details: bool = False) -> None:
-    write_rows((rec.to_dict(details) for rec in records), "jsonl", out)
-
-
-def write_json(records: Iterable[ScoreRecord], out: TextIO, details: bool = False) -> None:
-    write_rows((rec.to_dict(details) for rec in records), "json", out)
-
-
-def csv_header(details: bool = False) -> list[str]:
-    return list(BASE_FIELDS) + ([f"pair_{name}" for name in PAIR_NAMES] if details else [])
-
-
-def write_csv(records: Iterable[ScoreRecord], out: TextIO, details: bool = False) -> None:
-    writer = csv.writer(machine_stream(out), lineterminator="\n")
-    writer.writerow(csv_header(details))
+def score_rows(records: Iterable[ScoreRecord], details: bool = False, provenance: Mapping[str, str] | None = None):
+    """The jsonl/json objects of score records: the documented fields, `pairs` (null without ``details``), then
+    the provenance fields when given."""
+    extra = {name: (provenance or {}).get(name) for name in PROVENANCE_FIELDS} if provenance is not None else {}
     for rec in records:
-        row = [csv_cell(rec.path), _fmt(rec.score), rec.status, csv_cell(rec.error or ""), _int(rec.width),
-               _int(rec.height)]
+        yield {**rec.to_dict(details), **extra}
+
+
+def write_jsonl(records: Iterable[ScoreRecord], out: TextIO, details: bool = False,
+                provenance: Mapping[str, str] | None = None, full_precision: bool = False) -> None:
+    write_rows(score_rows(records, details, provenance), "jsonl", out, full_precision)
+
+
+def write_json(records: Iterable[ScoreRecord], out: TextIO, details: bool = False,
+               provenance: Mapping[str, str] | None = None, full_precision: bool = False) -> None:
+    write_rows(score_rows(records, details, provenance), "json", out, full_precision)
+
+
+def csv_header(details: bool = False, provenance: bool = False) -> list[str]:
+    return (list(BASE_FIELDS) + ([f"pair_{name}" for name in PAIR_NAMES] if details else [])
+            + (list(PROVENANCE_FIELDS) if provenance else []))
+
+
+def write_csv(records: Iterable[ScoreRecord], out: TextIO, details: bool = False,
+              provenance: Mapping[str, str] | None = None, full_precision: bool = False) -> None:
+    writer = csv.writer(machine_stream(out), lineterminator="\n")
+    writer.writerow(csv_header(details, provenance is not None))
+    extra = [csv_cell(str(provenance.get(name) or "")) for name in PROVENANCE_FIELDS] if provenance is not None else []
+    for rec in records:
+        row = [csv_cell(rec.path), _fmt(rec.score, full_precision), rec.status, csv_cell(rec.error or ""),
+               _int(rec.width), _int(rec.height)]
         if details:
-            row += [_fmt((rec.pairs or {}).get(name)) for name in PAIR_NAMES]
-        writer.writerow(row)
+            row += [_fmt((rec.pairs or {}).get(name), full_precision) for name in PAIR_NAMES]
+        writer.writerow(row + extra)
 
 
-def _fmt(x: float | None) -> str:
-    return "" if x is None or not math.isfinite(x) else repr(float(x))
+def _fmt(x: float | None, full_precision: bool = False) -> str:
+    return "" if x is None or not math.isfinite(x) else repr(rounded(float(x), full_precision))
 
 
 def _int(x: int | None) -> str:
@@ -73,7 +114,9 @@ WRITERS = {"jsonl": write_jsonl, "json": write_json, "csv": write_csv}
 
 
 def read_records(text: str, fmt: str) -> list[ScoreRecord]:
-    """Parse any of the machine formats back into records (the inverse of the writers)."""
+    """Parse any of the machine formats back into records (the inverse of the writers, up to the rounding of
+    floats). Files of older versions (floats in full, no provenance fields, no `pairs` without details) read the
+    same; fields a reader does not know are ignored."""
     if fmt == "jsonl":
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     elif fmt == "json":

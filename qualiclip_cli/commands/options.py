@@ -74,6 +74,11 @@ Weights = Annotated[
     Optional[Path], typer.Option("--weights", help="Weights file to use (else $QUALICLIP_WEIGHTS, the cache dir, a download).")
 ]
 Offline = Annotated[bool, typer.Option("--offline", help="Never touch the network (also QUALICLIP_OFFLINE=1).")]
+FullPrecision = Annotated[
+    bool,
+    typer.Option("--full-precision", help="Write scores with every digit in csv/jsonl/json \\[default: rounded to 6 "
+                 "significant digits]."),
+]
 MaxPixels = Annotated[
     Optional[int],
     typer.Option("--max-pixels", min=1, help="Refuse images above this many pixels as scored \\[default: 50,000,000 at native size]."),

@@ -111,7 +111,8 @@ def shorten_left(text: str, width: int) -> str:
     return "…" + kept
 
 
-def write_records(records: list, fmt: str, out: TextIO, details: bool) -> None:
+def write_records(records: list, fmt: str, out: TextIO, details: bool, **machine) -> None:
+    """``machine``: options of the machine formats' writers (`formats.WRITERS`: provenance, full_precision)."""
     from qualiclip_cli.commands.formats import WRITERS
 
     if fmt == "text":
@@ -120,17 +121,17 @@ def write_records(records: list, fmt: str, out: TextIO, details: bool) -> None:
         width = stdout().width if out is sys.stdout and stdout_is_terminal() else None
         print_table(records_table(records, details, width), None if out is sys.stdout else out)
     else:
-        WRITERS[fmt](records, out, details=details)
+        WRITERS[fmt](records, out, details=details, **machine)
 
 
-def write_output_file(path: Path, records: list, fmt: str, details: bool) -> None:
+def write_output_file(path: Path, records: list, fmt: str, details: bool, **machine) -> None:
     """Write atomically (temp file + rename), so a crash never leaves a half-written results file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            write_records(records, fmt, fh, details)
+            write_records(records, fmt, fh, details, **machine)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

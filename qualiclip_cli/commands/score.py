@@ -19,6 +19,7 @@ def score(
     fmt: Annotated[Optional[ScoreFormat], typer.Option("--format", "-f", help="text (a table), csv, jsonl or json; table: same as text \\[default: text on a terminal, jsonl otherwise, or from --output's extension].")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
     details: Annotated[bool, typer.Option("--details", help="Include the 7 sub-scores (pair probabilities).")] = False,
+    full_precision: opt.FullPrecision = False,
     sort: Annotated[ScoreSort, typer.Option("--sort", help="path; -score: best first, the ranking `qualiclip sort` prints (equal scores by path); score: worst first, its exact reverse.")] = "path",
     files_from: opt.FilesFrom = None,
     null: opt.Null = False,
@@ -55,17 +56,35 @@ def score(
     from qualiclip_cli.commands.render import choose_format, sort_records, write_output_file, write_records
     from qualiclip_cli.commands.scoring import run_scoring, summarise
 
-    fmt = choose_format(fmt, output)
+    requested, fmt = fmt, choose_format(fmt, output)
     paths = opt.input_paths(paths, files_from, null)
     choices = opt.ScoringChoices.from_params(locals())
     run = run_scoring(choices)
     records, elapsed = run.records, run.elapsed
     records = sort_records(records, sort)
+    machine = {"provenance": {"weights_sha256": run.weights_sha256, "identity": run.identity},
+               "full_precision": full_precision}
     if output is not None:
-        write_output_file(output, records, fmt, details)
+        write_output_file(output, records, fmt, details, **machine)
+        _say_format(output, fmt, requested)
     else:
-        write_records(records, fmt, sys.stdout, details)
+        write_records(records, fmt, sys.stdout, details, **machine)
         sys.stdout.flush()
     failed = sum(1 for r in records if not r.ok)
     summarise(records, elapsed, run.skipped)
     raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
+
+
+#: The format each extension of --output names (any other extension names none).
+_EXTENSION_FORMATS = {"csv": "csv", "jsonl": "jsonl", "json": "json", "txt": "text"}
+
+
+def _say_format(output: Path, fmt: str, requested: str | None) -> None:
+    """One note on stderr when the file's extension does not say what was written in it (scores.txt as jsonl,
+    results.csv as jsonl by --format), so a script never reads a file in the wrong format unawares."""
+    from qualiclip_cli.commands.console import markup_safe, stderr
+
+    if _EXTENSION_FORMATS.get(output.suffix.lower().lstrip(".")) == fmt:
+        return
+    why = "from --format" if requested else "the default when the extension names no format; choose with --format"
+    stderr().print(f"qualiclip: wrote {markup_safe(output)} as {fmt} ({why})", highlight=False)

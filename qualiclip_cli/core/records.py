@@ -43,6 +43,8 @@ class ScoreRecord:
         return cls(path=path, score=None, status=STATUS_ERROR, error=reason, damaged=damaged)
 
     def to_dict(self, details: bool = False) -> dict:
+        """The documented fields, in order; `pairs` is null without ``details`` (present either way, so every
+        row has the same keys)."""
         row = {
             "path": self.path,
             "score": self.score,
@@ -51,6 +53,5 @@ class ScoreRecord:
             "width": self.width,
             "height": self.height,
         }
-        if details:
-            row["pairs"] = dict(self.pairs) if self.pairs is not None else None
+        row["pairs"] = dict(self.pairs) if details and self.pairs is not None else None
         return row
