@@ -1,5 +1,10 @@
 """Rich consoles: results on stdout, everything else (logs, warnings, progress) on stderr.
 
+`-q/--quiet` (every command that talks on stderr, or QUALICLIP_QUIET=1) is applied here, once: it turns the
+progress and download bars off (`progress_enabled`) and silences `notes()`, the console of notes and
+end-of-run summaries. Errors and warnings (`stderr()`, `warn`) always print: each warning is a file that
+failed or was left out for a problem, which the exit code 3 stands for.
+
 Writing never fails on a character: `prepare_streams` makes stdout and stderr escape what their encoding
 cannot carry (a name's text is made safe before, by `core.names.display`), and machine formats go out as
 UTF-8 whatever the locale (`machine_stream`).
@@ -54,6 +59,32 @@ def markup_safe(text: object) -> str:
     return escape(display(text))
 
 
+_quiet = False
+
+
+def set_quiet(value: bool) -> bool:
+    """Turn quiet mode on or off for this run (the `Quiet` option's callback, called on every invocation of a
+    command that has it, so each run starts from what it was given). Returns `value`."""
+    global _quiet
+    _quiet = bool(value)
+    return value
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+@functools.cache
+def _silent() -> Console:
+    return Console(stderr=True, quiet=True)
+
+
+def notes() -> Console:
+    """The console for what `-q` drops: notes, announcements and end-of-run summaries on stderr. It is `stderr()`
+    unless quiet, then a console that prints nothing."""
+    return _silent() if _quiet else stderr()
+
+
 @functools.cache
 def _stderr(file_id: int) -> Console:
     return Console(file=_unproxied(sys.stderr), stderr=True, soft_wrap=True)
@@ -98,12 +129,12 @@ def stdout_is_terminal() -> bool:
 
 
 def progress_enabled() -> bool:
-    """Progress bars only when a person is watching stderr."""
-    return sys.stderr.isatty()
+    """Progress bars only when a person is watching stderr, and not asked to be quiet."""
+    return not _quiet and sys.stderr.isatty()
 
 
 def make_progress(description: str, total: int | None):
-    """A Rich progress bar on stderr, or a do-nothing stand-in when stderr is not a terminal."""
+    """A Rich progress bar on stderr, or a do-nothing stand-in when stderr is not a terminal or when quiet."""
     if not progress_enabled():
         return _NoProgress()
     from rich.progress import (

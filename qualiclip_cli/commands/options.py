@@ -79,6 +79,22 @@ FullPrecision = Annotated[
     typer.Option("--full-precision", help="Write scores with every digit in csv/jsonl/json \\[default: rounded to 6 "
                  "significant digits]."),
 ]
+
+
+def _set_quiet(value: bool) -> bool:
+    from qualiclip_cli.commands.console import set_quiet
+
+    return set_quiet(value)
+
+
+#: Declared by every command that prints progress, notes or a summary on stderr; applied in `console`, once.
+Quiet = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", envvar="QUALICLIP_QUIET", callback=_set_quiet,
+                 help="No progress bars, notes or summaries on stderr; errors and warnings (a file that failed or "
+                      "was left out) stay. Stdout and the exit codes are the same."),
+]
+
 MaxPixels = Annotated[
     Optional[int],
     typer.Option("--max-pixels", min=1, help="Refuse images above this many pixels as scored \\[default: 50,000,000 at native size]."),
