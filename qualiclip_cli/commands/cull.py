@@ -59,6 +59,7 @@ def cull(
     rescore: opt.Rescore = False,
     weights: opt.Weights = None,
     offline: opt.Offline = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Act on the low scorers: list them, move or copy them into a quarantine folder, or send them to the trash.
 

@@ -35,6 +35,7 @@ def evaluate(
     distortions: Annotated[Optional[str], typer.Option("--distortions", help="--synthetic: comma-separated types \\[default: all 24].")] = None,
     seed: Annotated[int, typer.Option("--seed", help="--synthetic: seed of the crops and degradations.")] = 0,
     offline: opt.Offline = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Measure weights files: agreement with human ratings (--mos) or distortion sensitivity (--synthetic).
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Optional, get_args
 
 import typer
 
+from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands.errors import handle_errors
 from qualiclip_cli.commands.formats import canonical, write_rows
 
@@ -24,6 +25,7 @@ def history(
                                             "terminal, jsonl otherwise)."),
     ] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the N newest runs.")] = None,
+    quiet: opt.Quiet = False,
 ) -> None:
     """List the runs of cull, sort and tag (newest first) with their run ids, counts and undo state.
 
@@ -43,9 +45,9 @@ def history(
         runs = runs[:limit]
     if fmt == "text":
         if not runs:
-            from qualiclip_cli.commands.console import stderr
+            from qualiclip_cli.commands.console import notes
 
-            stderr().print("qualiclip: no runs yet", highlight=False)
+            notes().print("qualiclip: no runs yet", highlight=False)
             return
         print_table(_table(runs))
         return

@@ -26,7 +26,7 @@ from typing import Annotated, Literal, Optional, get_args
 
 import typer
 
-from qualiclip_cli.commands.console import stderr
+from qualiclip_cli.commands.console import notes, stderr
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL
 from qualiclip_cli.commands.formats import write_rows
 from qualiclip_cli.core.curation.fileops import OnCollision as OnCollisionChoice
@@ -207,11 +207,12 @@ def carry_out(plan, *, records: list, action: str, command: str, argv: Sequence[
         level = "warning" if row.skip.kind.problem else "note"
         if row.skip.kind is SkipKind.NOT_SCORED:
             continue  # already warned about while scoring
-        console.print(f"qualiclip: {level}: {display_path(row.source)} left out: {display(row.error)}",
-                      highlight=False, markup=False)
-    console.print("qualiclip: " + _summary(command, rows, skipped, dry_run), highlight=False, markup=False)
+        (console if row.skip.kind.problem else notes()).print(  # -q drops the notes, never a warning
+            f"qualiclip: {level}: {display_path(row.source)} left out: {display(row.error)}", highlight=False,
+            markup=False)
+    notes().print("qualiclip: " + _summary(command, rows, skipped, dry_run), highlight=False, markup=False)
     if run is not None and run.run_id is not None:
-        console.print(f"qualiclip: run {run.run_id}; undo with: qualiclip undo {run.run_id}",
+        notes().print(f"qualiclip: run {run.run_id}; undo with: qualiclip undo {run.run_id}",
                       highlight=False, markup=False)
 
     scoring_failed = any(not r.ok for r in records)

@@ -41,6 +41,7 @@ def score(
     rescore: opt.Rescore = False,
     weights: opt.Weights = None,
     offline: opt.Offline = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Score images with QualiCLIP (0–1, higher is better).
 

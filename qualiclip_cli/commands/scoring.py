@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qualiclip_cli.commands.console import advance, make_progress, markup_safe, stderr, warn
+from qualiclip_cli.commands.console import advance, make_progress, markup_safe, notes, warn
 
 if TYPE_CHECKING:
     from qualiclip_cli.commands.options import ScoringChoices
@@ -66,4 +66,4 @@ def summarise(records: list, elapsed: float, skipped=None) -> None:
     line = "qualiclip: " + ", ".join(parts)
     if skipped is not None and skipped.total:
         line += "; skipped " + ", ".join(skipped.describe())
-    stderr().print(markup_safe(line), highlight=False)
+    notes().print(markup_safe(line), highlight=False)

@@ -55,6 +55,7 @@ def sort(
     rescore: opt.Rescore = False,
     weights: opt.Weights = None,
     offline: opt.Offline = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Order photos by score: print the ranking (best first), or organise the files.
 

@@ -8,7 +8,7 @@ import typer
 
 from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands import plan_render as pr
-from qualiclip_cli.commands.console import stderr
+from qualiclip_cli.commands.console import notes
 from qualiclip_cli.commands.errors import handle_errors
 from qualiclip_cli.core.curation.xmp import SidecarNaming
 
@@ -71,6 +71,7 @@ def tag(
     rescore: opt.Rescore = False,
     weights: opt.Weights = None,
     offline: opt.Offline = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Write XMP sidecars: xmp:Rating stars from the score's tier (-1 = rejected with --reject-below), an
     optional label for the rejects, and the score, sub-scores, weights hash and preprocessing in the
@@ -112,7 +113,7 @@ def tag(
 
     curated = curated_folders(paths)
     for folder, run_id in curated:
-        stderr().print(f"qualiclip: note: not walking {pr.display_path(folder)} (photos put there by run {run_id})",
+        notes().print(f"qualiclip: note: not walking {pr.display_path(folder)} (photos put there by run {run_id})",
                        highlight=False, markup=False)
     choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
     scoring = run_scoring(choices, skip_under=[folder for folder, _ in curated])

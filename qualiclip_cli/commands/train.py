@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from qualiclip_cli.commands import options as opt
-from qualiclip_cli.commands.console import make_progress, markup_safe, progress_enabled, stderr, warn
+from qualiclip_cli.commands.console import make_progress, markup_safe, notes, progress_enabled, warn
 from qualiclip_cli.commands.errors import handle_errors
 from qualiclip_cli.commands.weights_progress import download_bar
 from qualiclip_cli.core.names import display
@@ -57,6 +57,7 @@ def train(
     log_every: Annotated[int, typer.Option("--log-every", min=1, help="Average and log the loss every N steps.")] = TrainConfig.log_every,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint, with its recorded options.")] = False,
     offline: opt.Offline = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Fine-tune QualiCLIP's image encoder on your own clean photos (self-supervised, no ratings needed).
 
@@ -96,7 +97,7 @@ def run_training(cfg, resume: bool = False, offline: bool = False):
     from training import distributed as D
     from training.trainer import train
 
-    console = stderr()
+    console = notes()  # what training says (start, losses, checkpoints, the summary); warnings go through warn
     show_bar = progress_enabled()
     bar = None
     task = None
@@ -170,6 +171,7 @@ def preview(
     distortions: Annotated[Optional[str], typer.Option("--distortions", help="Comma-separated types \\[default: all 24].")] = None,
     max_side: Annotated[int, typer.Option("--max-side", help="Downscale the photo like training does first (0: native).")] = TrainConfig.max_side,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random parameters (noise, angles, signs).")] = 0,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Render one photo under every distortion type (rows) and level (columns) as a labelled PNG grid.
 
@@ -198,4 +200,4 @@ def preview(
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
     typer.echo(display(out))
-    stderr().print(f"{markup_safe(files[index])}: {grid.width}x{grid.height} px grid of {len(keys or DISTORTIONS)} distortions x 5 levels", highlight=False)
+    notes().print(f"{markup_safe(files[index])}: {grid.width}x{grid.height} px grid of {len(keys or DISTORTIONS)} distortions x 5 levels", highlight=False)

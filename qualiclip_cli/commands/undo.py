@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands import plan_render as pr
-from qualiclip_cli.commands.console import stderr
+from qualiclip_cli.commands.console import notes, stderr
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
 from qualiclip_cli.commands.formats import write_rows
 
@@ -23,6 +24,7 @@ def undo(
     fmt: Annotated[
         pr.PlanFormatChoice, typer.Option("--format", "-f", help="text, jsonl or json (index, action, path, status, message)."),
     ] = "text",
+    quiet: opt.Quiet = False,
 ) -> None:
     """Undo a run: every moved, copied, renamed or trashed file goes back where it was, sidecars get their
     previous content back.
@@ -65,5 +67,5 @@ def undo(
         summary += f", {unchanged} needed nothing"
     if report.problems:
         summary += f", {len(report.problems)} could not be restored (left where they are; run undo again after fixing)"
-    console.print("qualiclip: " + summary, highlight=False, markup=False)
+    notes().print("qualiclip: " + summary, highlight=False, markup=False)
     raise typer.Exit(EXIT_OK if report.complete else EXIT_PARTIAL)

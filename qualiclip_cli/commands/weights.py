@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from qualiclip_cli.commands.console import stderr
+from qualiclip_cli.commands import options as opt
+from qualiclip_cli.commands.console import notes
 from qualiclip_cli.commands.errors import handle_errors
 from qualiclip_cli.core.names import display
 
@@ -22,6 +23,7 @@ app = typer.Typer(help="Manage the QualiCLIP weights file (download, import, loc
 @handle_errors
 def download(
     force: Annotated[bool, typer.Option("--force", help="Download again even if a valid file is installed.")] = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Download the official weights into the cache dir (checked, then pinned by SHA-256).
 
@@ -36,7 +38,7 @@ def download(
         raise W.OfflineError("offline mode is on (QUALICLIP_OFFLINE); unset it to download")
     resolved = download_with_progress(force=force)
     typer.echo(display(resolved.path))
-    stderr().print(f"sha256 {resolved.sha256}  ({W.QUALICLIP.license})", highlight=False)
+    notes().print(f"sha256 {resolved.sha256}  ({W.QUALICLIP.license})", highlight=False)
 
 
 @app.command("import")
@@ -44,6 +46,7 @@ def download(
 def import_(
     file: Annotated[Path, typer.Argument(help="A qualiclip.pth obtained elsewhere.", show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Replace an installed file that differs.")] = False,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Install a weights file downloaded on another machine (for offline use).
 
@@ -55,7 +58,7 @@ def import_(
 
     path = W.import_weights(file, force=force)
     typer.echo(display(path))
-    stderr().print(f"installed, sha256 {W.read_recorded_hash(path)}", highlight=False)
+    notes().print(f"installed, sha256 {W.read_recorded_hash(path)}", highlight=False)
 
 
 @app.command()
