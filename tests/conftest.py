@@ -54,6 +54,7 @@ def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("QUALICLIP_OFFLINE", "1")
     monkeypatch.delenv("QUALICLIP_WEIGHTS", raising=False)
     monkeypatch.delenv("QUALICLIP_WEIGHTS_URL", raising=False)
+    monkeypatch.delenv("QUALICLIP_QUIET", raising=False)  # tests read the notes and summaries on stderr
     return home
 
 
