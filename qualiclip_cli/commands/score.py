@@ -83,9 +83,9 @@ _EXTENSION_FORMATS = {"csv": "csv", "jsonl": "jsonl", "json": "json", "txt": "te
 def _say_format(output: Path, fmt: str, requested: str | None) -> None:
     """One note on stderr when the file's extension does not say what was written in it (scores.txt as jsonl,
     results.csv as jsonl by --format), so a script never reads a file in the wrong format unawares."""
-    from qualiclip_cli.commands.console import markup_safe, stderr
+    from qualiclip_cli.commands.console import markup_safe, notes
 
     if _EXTENSION_FORMATS.get(output.suffix.lower().lstrip(".")) == fmt:
         return
     why = "from --format" if requested else "the default when the extension names no format; choose with --format"
-    stderr().print(f"qualiclip: wrote {markup_safe(output)} as {fmt} ({why})", highlight=False)
+    notes().print(f"qualiclip: wrote {markup_safe(output)} as {fmt} ({why})", highlight=False)
