@@ -563,7 +563,9 @@ def test_cull_unreadable_quarantines_broken_files_with_siblings_and_undo_restore
 
 def test_cull_and_sort_by_a_sub_score(tmp_path, tiny_weights_file):
     root = _shoot(tmp_path / "work" / "shoot")
-    rows = _jsonl(cli("score", root, "--details", "--format", "jsonl", weights=tiny_weights_file).stdout)
+    # every digit: a cut taken from a rounded value could fall just above the unrounded one
+    rows = _jsonl(cli("score", root, "--details", "--full-precision", "--format", "jsonl",
+                      weights=tiny_weights_file).stdout)
     sharp = {os.path.basename(r["path"]): r["pairs"]["sharpness"] for r in rows}
     by_sharpness = sorted(sharp, key=lambda n: (-sharp[n], n))
     score = {os.path.basename(r["path"]): r["score"] for r in rows}
@@ -573,7 +575,7 @@ def test_cull_and_sort_by_a_sub_score(tmp_path, tiny_weights_file):
     assert ranking.exit_code == 0, ranking.stderr
     got = _jsonl(ranking.stdout)
     assert [os.path.basename(r["path"]) for r in got] == by_sharpness
-    assert [r["sharpness"] for r in got] == sorted(sharp.values(), reverse=True)
+    assert [r["sharpness"] for r in got] == [float(f"{v:.6g}") for v in sorted(sharp.values(), reverse=True)]
 
     cut = sorted(sharp.values())[2]  # the two least sharp are strictly below
     culled = cli("cull", root, "--by", "sharpness", "--below", repr(cut), "-a", "list", weights=tiny_weights_file)
