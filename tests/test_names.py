@@ -527,3 +527,15 @@ def test_a_clip_safetensors_file_whose_name_is_not_utf8_loads(tmp_path):
         fh.write(save({key: value.contiguous() for key, value in state.items()}))
     loaded = load_clip_safetensors(os.fsdecode(path))
     assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_the_download_announcement_names_a_hostile_cache_folder_as_text(tmp_path):
+    from cli_support import make_photo_dir
+
+    home = tmp_path / "h\xe9[bold]me\x1b[31m"
+    photos = make_photo_dir(tmp_path / "shoot", names=("astronaut",))
+    proc = run_process("score", photos[0], env={"QUALICLIP_HOME": str(home), "QUALICLIP_OFFLINE": "",
+                                                "QUALICLIP_WEIGHTS_URL": "http://127.0.0.1:9/qualiclip.pth"})
+    assert proc.returncode == 1  # the refused port: a one-line error after the announcement
+    [line] = [x for x in proc.stderr.splitlines() if "Weights not found" in x]
+    assert "h\xe9[bold]me\\x1b[31m" in line and "\x1b" not in proc.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from qualiclip_cli.commands.console import notes, progress_enabled, stderr
+from qualiclip_cli.commands.console import markup_safe, notes, progress_enabled, stderr
 
 
 @contextlib.contextmanager
@@ -35,7 +35,7 @@ def download_bar(label: str = "Downloading QualiCLIP weights"):
 
 def announce_download(cache_dir: Path, url: str) -> None:
     """Say on stderr that the weights are about to be downloaded (resolve_weights' on_download_start)."""
-    notes().print(f"Weights not found in {cache_dir}; downloading {url}", highlight=False)
+    notes().print(f"Weights not found in {markup_safe(cache_dir)}; downloading {markup_safe(url)}", highlight=False)
 
 
 def resolve_with_progress(explicit: Path | None, offline: bool, hash_in_background: bool = False):
