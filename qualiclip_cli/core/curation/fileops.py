@@ -451,19 +451,11 @@ def is_regular(st: os.stat_result | None) -> bool:
 
 def regular_sha256(path: str | os.PathLike) -> str | None:
     """SHA-256 of the regular file at `path` itself, or None when there is none: missing, a symbolic link
-    (opened with O_NOFOLLOW, never followed), a directory, a device or a FIFO (O_NONBLOCK: never waits)."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    (never followed), a directory, a device, a FIFO (never opened) or a file that cannot be opened."""
     try:
-        fd = os.open(path, flags)
-    except OSError:
+        return _sha256_of_regular(Path(path))
+    except CurationError:
         return None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None
-        digest = hashlib.sha256()
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _entry(path: str | os.PathLike) -> str:
