@@ -439,9 +439,7 @@ def lstat_or_none(path: str | os.PathLike) -> os.stat_result | None:
     """The path's own status (a symbolic link is not followed), or None when nothing is there."""
     try:
         return os.lstat(path)
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
