@@ -45,7 +45,6 @@ from qualiclip_cli.core.curation import fileops, journal, trash
 from qualiclip_cli.core.errors import CurationError, JournalError, QualiclipError, error_text
 
 _ACTIONS = ("move", "rename", "copy", "trash", "write_sidecar")
-_FILE_ACTIONS = ("move", "rename", "copy")
 # How far apart a run id's time and its header's start may be (they are taken microseconds apart).
 _START_SLACK = timedelta(seconds=60)
 # A leftover temporary file must have been created after its run began (less this, for coarse clocks).
@@ -95,7 +94,8 @@ def undo(run_id: str, journal_directory: str | os.PathLike | None = None) -> Und
                            "anything: there is nothing to undo")
     if log.undone == "complete":
         raise JournalError(f"run {run_id} was already undone")
-    run = _Run(log, check_journal(log))
+    check_journal(log)
+    run = _Run(log)
     clean_leftovers(journal_directory)  # other runs' leftovers; this run's own are handled below
     writer = journal.Reopened.open(log)
     report = UndoReport(run_id)
@@ -141,7 +141,8 @@ def clean_leftovers(journal_directory: str | os.PathLike | None = None) -> int:
             log = journal.read_run(run_id, journal_directory)
             if log.empty or log.undone == "complete":
                 continue
-            run = _Run(log, check_journal(log))
+            check_journal(log)
+            run = _Run(log)
             writer = journal.Reopened.open(log, busy_ok=True)
             if writer is None:
                 continue  # a live run or undo: its temporaries are in use
@@ -325,11 +326,10 @@ def _trash_problem(intent: dict, outcome: dict | None) -> str | None:
 # ---------------------------------------------------------------------------------------------- undoing
 
 class _Run:
-    """A checked run being undone: its log, scope, and the names of its temporary files."""
+    """A checked run being undone: its log, and the names of its temporary files."""
 
-    def __init__(self, log: journal.RunLog, scope: Scope):
+    def __init__(self, log: journal.RunLog):
         self.log = log
-        self.scope = scope
         started = log.started
         self.not_before = started.timestamp() - _CTIME_SLACK_S if started is not None else float("inf")
 
