@@ -482,10 +482,3 @@ class Reopened(JournalWriter):
 
     def undo_finished(self, complete: bool, restored: int, problems: int) -> None:
         self.write({"type": "undo", "complete": complete, "restored": restored, "problems": problems})
-
-
-def append_undo(log: RunLog, complete: bool, restored: int, problems: int) -> None:
-    """Mark a run as undone (completely or partially) by appending an undo line."""
-    writer = Reopened.open(log)
-    with writer:
-        writer.undo_finished(complete, restored, problems)
