@@ -96,7 +96,7 @@ def undo(run_id: str, journal_directory: str | os.PathLike | None = None) -> Und
         raise JournalError(f"run {run_id} was already undone")
     check_journal(log)
     run = _Run(log)
-    clean_leftovers(journal_directory)  # other runs' leftovers; this run's own are handled below
+    clean_leftovers(journal_directory, except_run=run_id)  # other runs' leftovers; this run's own are handled below
     writer = journal.Reopened.open(log)
     report = UndoReport(run_id)
     with writer:
@@ -126,17 +126,20 @@ def undo_latest(journal_directory: str | os.PathLike | None = None) -> UndoRepor
     return undo(run_id, journal_directory)
 
 
-def clean_leftovers(journal_directory: str | os.PathLike | None = None) -> int:
+def clean_leftovers(journal_directory: str | os.PathLike | None = None, except_run: str | None = None) -> int:
     """Remove the temporary files that interrupted runs and undos left behind; return how many.
 
     Only runs whose journal does not end normally are looked at, only when no live process holds their
     journal, and only when the journal passes `check_journal`; see `_Run.clean` for what is removed.
+    `except_run`: a run not to look at (the one being undone, already read and checked, cleans its own).
     Problems are not raised: a leftover that cannot be judged safely is left where it is.
     """
     removed = 0
     if not journal.CAN_LOCK:
         return removed  # a live run could not be told from an interrupted one
     for run_id in journal.unsettled_run_ids(journal_directory):
+        if run_id == except_run:
+            continue
         try:
             log = journal.read_run(run_id, journal_directory)
             if log.empty or log.undone == "complete":
