@@ -35,6 +35,7 @@ the run began, and never a complete copy that is the only one left.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -521,8 +522,6 @@ _BACKUP_READ_LIMIT = 64 << 20
 def _read_regular(path: Path, sha256: str) -> tuple[bytes, int]:
     """The bytes and permission bits of the regular file at `path` itself (a link is not followed, nothing
     that could block is opened), checked against `sha256`."""
-    import hashlib
-
     try:
         data, st = fileops.read_regular_file(path, _BACKUP_READ_LIMIT)
     except OSError as exc:
