@@ -369,14 +369,19 @@ def _torn_header(raw: bytes) -> bool:
     return b"\n" not in raw and raw[:len(_HEADER_START)] == _HEADER_START[:len(raw)]
 
 
+def _listed_ids(folder: Path) -> list[str]:
+    """The run ids of the journals in `folder`, in no particular order."""
+    if not folder.is_dir():
+        return []
+    ids = [p.name[: -len(JOURNAL_SUFFIX)] for p in folder.glob(f"*{JOURNAL_SUFFIX}")]
+    return [i for i in ids if RUN_ID_RE.match(i)]
+
+
 def run_ids(directory: str | os.PathLike | None = None) -> list[str]:
     """All run ids in the journal directory, oldest first: in the order of the starts their headers record
     (a file's name does not order it; a journal without a readable start goes by the time in its name)."""
     folder = _directory(directory)
-    if not folder.is_dir():
-        return []
-    ids = [p.name[: -len(JOURNAL_SUFFIX)] for p in folder.glob(f"*{JOURNAL_SUFFIX}")]
-    ids = [i for i in ids if RUN_ID_RE.match(i)]
+    ids = _listed_ids(folder)
     return sorted(ids, key=lambda i: (_recorded_start(folder / f"{i}{JOURNAL_SUFFIX}") or run_id_time(i), i))
 
 
@@ -441,10 +446,11 @@ def _last_line(path: Path) -> dict | None:
 
 def unsettled_run_ids(directory: str | os.PathLike | None = None) -> list[str]:
     """Runs whose journal does not end with the end of the run or of an undo: interrupted runs and undos
-    (and runs going on right now, which `Reopened` tells apart by their lock)."""
+    (and runs going on right now, which `Reopened` tells apart by their lock), by name: their order does not
+    matter, so no header is read to sort them (this runs at the start of every run)."""
     folder = _directory(directory)
     result = []
-    for run_id in run_ids(directory):
+    for run_id in sorted(_listed_ids(folder)):
         last = _last_line(folder / f"{run_id}{JOURNAL_SUFFIX}")
         if last is None or last.get("type") not in ("end", "undo"):
             result.append(run_id)
