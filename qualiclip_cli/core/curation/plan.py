@@ -31,7 +31,7 @@ the whole plan (CurationError) before anything moves: only a folder the user nam
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -336,16 +336,9 @@ def rank_renamed(journal_directory: str | os.PathLike | None = None) -> dict[Pat
     Every done rename of a `sort` run (the only renames sort makes are --rank-prefix ones) that has not been
     completely undone; an unreadable journal is passed over (its names are then not recognised)."""
     from qualiclip_cli.core.curation import journal
-    from qualiclip_cli.core.errors import JournalError
 
     names: dict[Path, int] = {}
-    for run_id in journal.run_ids(journal_directory):
-        try:
-            log = journal.read_run(run_id, journal_directory)
-        except JournalError:
-            continue
-        if log.header.get("command") != "sort" or log.undone == "complete":
-            continue
+    for log in _live_runs(("sort",), journal_directory):
         for op in log.ops:
             destination, size = op.get("destination"), op.get("size")
             if op.action == "rename" and op.phase == journal.PHASE_DONE and isinstance(destination, str):
@@ -465,25 +458,31 @@ def curated_folders(roots: Iterable[str | os.PathLike],
     any quarantine), as recorded in their journals, with the run's id: `tag` does not walk them, as cull and
     sort do not walk their own. Runs completely undone, and unreadable journals, are passed over; a folder
     that is itself one of the roots (the user named it) is walked."""
-    from qualiclip_cli.core.curation import journal
-    from qualiclip_cli.core.errors import JournalError
-
     root_list = _normal_roots(roots)
     found: dict[Path, str] = {}
-    for run_id in journal.run_ids(journal_directory):
-        try:
-            log = journal.read_run(run_id, journal_directory)
-        except (JournalError, OSError, ValueError):
-            continue
-        if log.empty or log.undone == "complete" or log.header.get("command") not in ("cull", "sort"):
-            continue
+    for log in _live_runs(("cull", "sort"), journal_directory):
         for folder in log.header.get("folders") or []:
             if not isinstance(folder, str):
                 continue
             path = _abs(folder)
             if path not in root_list and any(_inside(path, r) for r in root_list):
-                found.setdefault(path, run_id)
+                found.setdefault(path, log.run_id)
     return sorted(found.items())
+
+
+def _live_runs(commands: tuple[str, ...], journal_directory: str | os.PathLike | None) -> Iterator:
+    """The journaled runs of these commands (oldest first) that are not completely undone; unreadable
+    journals, and empty ones (killed before they began: no command), are passed over."""
+    from qualiclip_cli.core.curation import journal
+    from qualiclip_cli.core.errors import JournalError
+
+    for run_id in journal.run_ids(journal_directory):
+        try:
+            log = journal.read_run(run_id, journal_directory)
+        except (JournalError, OSError, ValueError):
+            continue
+        if log.header.get("command") in commands and log.undone != "complete":
+            yield log
 
 
 def _sidecars_to_write(photo: Path, naming: str, index: DirectoryIndex) -> list[tuple[Path, Path]]:
