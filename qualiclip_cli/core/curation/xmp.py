@@ -358,20 +358,21 @@ def _decide(values: Mapping[str, str], tags: SidecarTags) -> _Plan:
     rating = values.get(RATING)
     rating_ours = _same_rating(rating, values.get(OUR_RATING)) or _legacy_ours(rating, values)
     write_rating = tags.overwrite_rating or rating_ours or _unset_rating(rating)
-    kept_rating = None if write_rating else rating
-    label, ours = values.get(LABEL), values.get(OUR_LABEL)
-    label_ours = label is not None and label != "" and label == ours
+    label = values.get(LABEL)
+    label_ours = bool(label) and label == values.get(OUR_LABEL)
+    new_label, drop_label, kept_label = None, False, None
     if not tags.manage_label:
-        return _Plan(MergeDecision(kept_rating, None), write_rating, None, False, True)
-    if tags.label is None or not write_rating:
+        pass  # labels are left alone, ours included
+    elif tags.label is None or not write_rating:
         # not labelled this run (nor is a photo whose own rating is kept: the label marks our rejects): our
         # earlier label goes, any other stays
-        return _Plan(MergeDecision(kept_rating, None), write_rating, None, label_ours, False)
-    if not label or label_ours or tags.overwrite_label:
-        return _Plan(MergeDecision(kept_rating, None), write_rating, tags.label, False, False)
-    if label == tags.label:  # already says so, but someone else's: left as it is, never taken for ours
-        return _Plan(MergeDecision(kept_rating, None), write_rating, None, False, False)
-    return _Plan(MergeDecision(kept_rating, label), write_rating, None, False, False)
+        drop_label = label_ours
+    elif not label or label_ours or tags.overwrite_label:
+        new_label = tags.label
+    elif label != tags.label:  # (one that already says so but is someone else's is left, never taken for ours)
+        kept_label = label
+    return _Plan(MergeDecision(None if write_rating else rating, kept_label), write_rating, new_label, drop_label,
+                 keep_our_label=not tags.manage_label)
 
 
 def _owned(tag: str, plan: _Plan) -> bool:
