@@ -25,16 +25,17 @@ RAW_EXTENSIONS: frozenset[str] = frozenset(
 SIDECAR_EXTENSION = "xmp"
 
 
+# The endings every photo shares: its sidecar (Adobe naming), and each RAW with its own sidecar.
+_COMMON_ENDINGS: frozenset[str] = frozenset(
+    {"." + SIDECAR_EXTENSION} | {f".{raw}" for raw in RAW_EXTENSIONS}
+    | {f".{raw}.{SIDECAR_EXTENSION}" for raw in RAW_EXTENSIONS}
+)
+
+
 def sibling_endings(photo_suffix: str) -> frozenset[str]:
     """Lower-case name endings (after the stem) that mark a sibling of a photo with this suffix."""
-    endings = {"." + SIDECAR_EXTENSION}
     ext = photo_suffix.lower().lstrip(".")
-    if ext:
-        endings.add(f".{ext}.{SIDECAR_EXTENSION}")
-    for raw in RAW_EXTENSIONS:
-        endings.add(f".{raw}")
-        endings.add(f".{raw}.{SIDECAR_EXTENSION}")
-    return frozenset(endings)
+    return (_COMMON_ENDINGS | {f".{ext}.{SIDECAR_EXTENSION}"}) if ext else _COMMON_ENDINGS
 
 
 class DirectoryIndex:
