@@ -5,7 +5,8 @@
   $XDG_STATE_HOME/qualiclip, else ~/.local/state/qualiclip.
 
 And how a user's path is read: `kernel_path` (".." as the kernel takes it, never collapsed lexically); and
-`native_name`, a name for a file that code outside Python (which takes names as UTF-8 text) can open.
+`native_name`, a name for a file that code outside Python (which takes names as UTF-8 text) can open, and
+`open_file_name`, the name of a file already open.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def lexical_reading_agrees(path: str | os.PathLike) -> bool:
     return os.path.realpath(os.path.abspath(prefix)) == os.path.realpath(prefix)
 
 
+_PROC_FD = "/proc/self/fd"  # where Linux names each open file of this process
+
+
 @contextmanager
 def native_name(path: str | os.PathLike) -> Iterator[str]:
     """A name under which native code that takes file names as UTF-8 text (torch's zip reader and memory map,
@@ -81,11 +85,17 @@ def native_name(path: str | os.PathLike) -> Iterator[str]:
         representable = True
     except UnicodeEncodeError:
         representable = False
-    if representable or not os.path.isdir("/proc/self/fd"):
+    if representable or not os.path.isdir(_PROC_FD):
         yield name
         return
     fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        yield f"/proc/self/fd/{fd}"
+        yield f"{_PROC_FD}/{fd}"
     finally:
         os.close(fd)
+
+
+def open_file_name(fd: int) -> str | None:
+    """The name (Linux's /proc/self/fd entry) that opens the very file open as ``fd`` again, whatever is renamed
+    over its path meanwhile; None where the system names no open files."""
+    return f"{_PROC_FD}/{fd}" if os.path.isdir(_PROC_FD) else None

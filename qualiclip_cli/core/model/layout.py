@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from qualiclip_cli.core.errors import WeightsError, first_line
-from qualiclip_cli.core.paths import native_name
+from qualiclip_cli.core.paths import native_name, open_file_name
 
 if TYPE_CHECKING:
     import torch
@@ -63,9 +63,9 @@ def load_weights_file(file: BinaryIO, path: Path | str) -> dict:
     is loaded is the open file, whatever is renamed over ``path`` meanwhile. Where the system names open files
     (Linux's /proc/self/fd), that name is memory-mapped, which opens the very same file again, so tensors the
     scorer never uses (the text tower) are not read into memory; elsewhere the open file is read."""
-    proc = Path(f"/proc/self/fd/{file.fileno()}")
-    if proc.exists():
-        return _load(str(proc), Path(path), mmap=True)
+    name = open_file_name(file.fileno())
+    if name is not None:
+        return _load(name, Path(path), mmap=True)
     return _load(file, Path(path), mmap=False)
 
 
