@@ -37,6 +37,8 @@ SCHEMA_VERSION = 2
 
 _COLUMNS = ("path", "weights", "identity", "size", "mtime_ns", "score", "pairs", "width", "height", "scored_at")
 
+_INSERT = "INSERT OR REPLACE INTO {name} VALUES (" + ", ".join("?" * len(_COLUMNS)) + ")"
+
 _TABLE = """
 CREATE TABLE {name} (
     path      BLOB    NOT NULL,
@@ -355,8 +357,7 @@ class ResultsCache:
         assert self._conn is not None
         self._conn.execute("BEGIN IMMEDIATE")  # the write lock is held only for these inserts
         try:
-            self._conn.executemany(f"INSERT OR REPLACE INTO results VALUES ({', '.join('?' * len(_COLUMNS))})",
-                                   self._rows)
+            self._conn.executemany(_INSERT.format(name="results"), self._rows)
             self._conn.execute("COMMIT")
         except BaseException:
             if self._conn.in_transaction:
@@ -397,7 +398,7 @@ def _migrate_from_v1(conn: sqlite3.Connection) -> None:
     transaction). Every schema-1 path was valid UTF-8 text (the others could not be stored), so none is lost."""
     conn.execute(_TABLE.format(name="results_v2"))
     rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM results").fetchall()
-    conn.executemany(f"INSERT OR REPLACE INTO results_v2 VALUES ({', '.join('?' * len(_COLUMNS))})",
+    conn.executemany(_INSERT.format(name="results_v2"),
                      [(os.fsencode(row[0]) if isinstance(row[0], str) else row[0], *row[1:]) for row in rows])
     conn.execute("DROP TABLE results")
     conn.execute("ALTER TABLE results_v2 RENAME TO results")
