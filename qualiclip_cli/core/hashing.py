@@ -14,3 +14,14 @@ def sha256_file(path: str | os.PathLike) -> str:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)  # releases the GIL: hashing overlaps other threads' work
     return digest.hexdigest()
+
+
+def sha256_open_file(fd: int) -> str:
+    """SHA-256 of an open file's whole content, read with os.pread: the descriptor's offset (shared with its
+    duplicates) never moves, so a loader may read the same open file meanwhile."""
+    digest = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, _CHUNK, offset):
+        digest.update(chunk)  # releases the GIL
+        offset += len(chunk)
+    return digest.hexdigest()

@@ -10,7 +10,6 @@ while a run starts is never scored under the pinned hash. Loading never unpickle
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import threading
@@ -23,7 +22,7 @@ from typing import BinaryIO
 from qualiclip_cli.core import paths
 from qualiclip_cli.core.atomic import atomic_write_text, fsync_dir
 from qualiclip_cli.core.errors import OfflineError, WeightsError, first_line
-from qualiclip_cli.core.hashing import sha256_file
+from qualiclip_cli.core.hashing import sha256_file, sha256_open_file
 from qualiclip_cli.core.model.layout import check_finite, load_weights_dict, validate_weights
 
 # progress(done_bytes, total_bytes or None); called from the download loop.
@@ -199,17 +198,6 @@ def _open(path: Path) -> BinaryIO:
 
 
 # --------------------------------------------------------------------------------------------- hashing
-
-def sha256_open_file(fd: int) -> str:
-    """SHA-256 of an open file's whole content, read with os.pread: the descriptor's offset (shared with its
-    duplicates) never moves, so a loader may read the same open file meanwhile."""
-    digest = hashlib.sha256()
-    offset = 0
-    while chunk := os.pread(fd, _CHUNK, offset):
-        digest.update(chunk)  # releases the GIL
-        offset += len(chunk)
-    return digest.hexdigest()
-
 
 def _sha256_open_file(fd: int, path: Path) -> str:
     if not hasattr(os, "pread"):  # Windows: a file held open cannot be replaced, so the path is the same file
