@@ -70,10 +70,6 @@ def set_quiet(value: bool) -> bool:
     return value
 
 
-def is_quiet() -> bool:
-    return _quiet
-
-
 @functools.cache
 def _silent() -> Console:
     return Console(stderr=True, quiet=True)
