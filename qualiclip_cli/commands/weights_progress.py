@@ -38,13 +38,12 @@ def announce_download(cache_dir: Path, url: str) -> None:
     notes().print(f"Weights not found in {markup_safe(cache_dir)}; downloading {markup_safe(url)}", highlight=False)
 
 
-def resolve_with_progress(explicit: Path | None, offline: bool, hash_in_background: bool = False):
+def resolve_with_progress(explicit: Path | None, offline: bool):
     """weights.resolve_weights, saying on stderr when it is about to download."""
     from qualiclip_cli.core.model import weights as W
 
     with download_bar() as on_progress:
-        return W.resolve_weights(explicit, offline, progress=on_progress, hash_in_background=hash_in_background,
-                                 on_download_start=announce_download)
+        return W.resolve_weights(explicit, offline, progress=on_progress, on_download_start=announce_download)
 
 
 def download_with_progress(force: bool = False):
