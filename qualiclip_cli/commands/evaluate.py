@@ -56,7 +56,7 @@ def evaluate(
     if mos is not None:
         rows = _run_mos(mos, choices, max_side, jpeg_draft, device, precision, batch_size)
     else:
-        keys = [d.strip() for d in distortions.split(",") if d.strip()] if distortions else None
+        keys = opt.comma_list(distortions)
         rows = _run_synthetic(synthetic, choices, max_side, device, batch_size, crop_size, crops, keys, seed)
     _print(rows, fmt, "mos" if mos is not None else "synthetic")
 

@@ -142,6 +142,11 @@ def parse_max_side(value: str) -> int:
     return side
 
 
+def comma_list(text: str | None) -> list[str] | None:
+    """A comma-separated option (e.g. --distortions) as its non-empty, stripped items; None when not given."""
+    return [item.strip() for item in text.split(",") if item.strip()] if text else None
+
+
 def input_paths(paths: list[Path] | None, files_from: Path | None, null: bool = False) -> Iterator[str | Path]:
     """The PATH arguments with `-` replaced by the paths listed on stdin, then those of --files-from; read as
     they are walked. Usage mistakes (no path at all, stdin named twice, a list that cannot be opened) are

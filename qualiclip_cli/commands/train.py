@@ -79,7 +79,7 @@ def train(
     cfg = TrainConfig(
         pristine=[str(p) for p in (pristine or [])], recursive=recursive, max_side=max_side, crop_size=crop_size,
         max_offset=max_offset, levels=levels,
-        distortions=[d.strip() for d in distortions.split(",") if d.strip()] if distortions else None,
+        distortions=opt.comma_list(distortions),
         compose=compose, balanced=balanced, workers=workers, init=init, bn_stats=bn_stats, margin=margin,
         margin_cons=margin_cons, lambda_cons=lambda_cons, lambda_pos=lambda_pos, lambda_neg=lambda_neg, steps=steps,
         batch_size=batch_size, lr=lr, min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps, schedule=schedule,
@@ -190,7 +190,7 @@ def preview(
         raise UsageError(f"--index {index}: {pristine} holds only {len(files)} photo(s)")
     from training.degradations import DISTORTIONS
 
-    keys = [d.strip() for d in distortions.split(",") if d.strip()] if distortions else None
+    keys = opt.comma_list(distortions)
     if keys:
         unknown = [k for k in keys if k not in DISTORTIONS]
         if unknown:
