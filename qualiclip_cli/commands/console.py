@@ -112,12 +112,16 @@ def print_table(table, out: TextIO | None = None) -> None:
     if out is None and stdout_is_terminal():
         stdout().print(table)
         return
+    Console(file=out if out is not None else sys.stdout, width=max(table_width(table), 80), no_color=True,
+            highlight=False).print(table)
+
+
+def table_width(table) -> int:
+    """The cells a Rich table takes when nothing in it is folded."""
     from rich.measure import Measurement
 
     probe = Console(width=1_000_000)
-    width = Measurement.get(probe, probe.options, table).maximum
-    Console(file=out if out is not None else sys.stdout, width=max(width, 80), no_color=True,
-            highlight=False).print(table)
+    return Measurement.get(probe, probe.options, table).maximum
 
 
 def stdout_is_terminal() -> bool:

@@ -12,7 +12,7 @@ from typing import Literal, TextIO, get_args
 from rich.markup import escape
 from rich.table import Table
 
-from qualiclip_cli.commands.console import markup_safe, print_table
+from qualiclip_cli.commands.console import markup_safe, print_table, table_width
 
 #: text: a table for people ("table" is accepted as another name for it); csv, jsonl, json: for programs.
 ScoreFormat = Literal["text", "table", "csv", "jsonl", "json"]
@@ -81,19 +81,11 @@ def records_table(records: Iterable, details: bool = False, width: int | None = 
 
     paths = [path for path, _ in rows]
     if width is not None and paths:
-        budget = max(MIN_PATH_WIDTH, width - _others_width(build(["" for _ in paths], measuring=True)) - 1)
+        others = table_width(build(["" for _ in paths], measuring=True))  # the columns but the path
+        budget = max(MIN_PATH_WIDTH, width - others - 1)
         paths = [shorten_left(path, budget) for path in paths]
         return build(paths, path_width=max(cell_len(path) for path in paths))
     return build(paths)
-
-
-def _others_width(table: Table) -> int:
-    """The cells a table takes when its path column is empty."""
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    probe = Console(width=1_000_000)
-    return Measurement.get(probe, probe.options, table).maximum
 
 
 def shorten_left(text: str, width: int) -> str:
