@@ -20,8 +20,6 @@ def run_scoring(choices: ScoringChoices, skip_under: Sequence[Path] = ()) -> Sco
     loads, once (their error rows are not warned about again)."""
     import contextlib
 
-    from rich.markup import escape
-
     from qualiclip_cli.commands.weights_progress import announce_download, download_bar
     from qualiclip_cli.core.pipeline.run import score_paths
 
@@ -48,7 +46,7 @@ def run_scoring(choices: ScoringChoices, skip_under: Sequence[Path] = ()) -> Sco
             choices.paths, walk=choices.walk(), options=choices.score_options(), weights=choices.weights,
             offline=choices.offline, skip_under=skip_under, on_start=on_start,
             on_record=on_record, on_download_start=announce_download, on_download_progress=on_bytes,
-            on_warning=lambda message: warn(escape(message)), on_walk_problem=on_walk_problem,
+            on_warning=warn, on_walk_problem=on_walk_problem,
         )
 
 
