@@ -63,3 +63,10 @@ def tiny_weights_file(tmp_path_factory) -> Path:
     from tiny_weights import write_tiny_weights
 
     return write_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny.pth", seed=0)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """The curation tests' state dir, tmp_path/qhome (beside the photo trees they snapshot)."""
+    monkeypatch.setenv("QUALICLIP_HOME", str(tmp_path / "qhome"))
+    return tmp_path / "qhome"

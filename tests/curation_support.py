@@ -6,6 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from qualiclip_cli.core.curation.plan import plan_cull
+from qualiclip_cli.core.curation.selection import CullCriteria
 from qualiclip_cli.core.records import ScoreRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,3 +43,10 @@ def snapshot(root: Path, include_dirs: bool = False) -> dict:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+def cull(shoot, **kw):
+    """A cull plan of a (root, records) shoot fixture: below 0.4, action move, unless ``kw`` says otherwise."""
+    root, records = shoot
+    kw.setdefault("action", "move")
+    return plan_cull(records, CullCriteria(below=kw.pop("below", 0.4)), roots=[root], **kw)
+

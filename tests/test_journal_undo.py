@@ -16,17 +16,11 @@ from qualiclip_cli.core.curation.selection import CullCriteria
 from qualiclip_cli.core.curation.undo import undo
 from qualiclip_cli.core.errors import CurationError, JournalError
 
-from curation_support import REPO_ROOT, record, snapshot, write
+from curation_support import REPO_ROOT, cull, record, snapshot, write
 
 
 class Crash(BaseException):
     """Stands for the process dying at this point (not caught by per-operation error handling)."""
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("QUALICLIP_HOME", str(tmp_path / "qhome"))
-    return tmp_path / "qhome"
 
 
 @pytest.fixture
@@ -46,12 +40,6 @@ def shoot(tmp_path):
         elif score is not None:
             records.append(record(p, score))
     return root, records
-
-
-def cull(shoot, **kw):
-    root, records = shoot
-    kw.setdefault("action", "move")
-    return plan_cull(records, CullCriteria(below=kw.pop("below", 0.4)), roots=[root], **kw)
 
 
 def test_dry_run_plans_touch_nothing(shoot, home, tmp_path):

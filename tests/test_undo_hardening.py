@@ -12,13 +12,12 @@ import pytest
 
 from qualiclip_cli.core.curation import fileops, journal
 from qualiclip_cli.core.curation.execute import execute
-from qualiclip_cli.core.curation.plan import plan_cull, plan_sort_into, plan_tag
-from qualiclip_cli.core.curation.selection import CullCriteria
+from qualiclip_cli.core.curation.plan import plan_sort_into, plan_tag
 from qualiclip_cli.core.curation.undo import clean_leftovers, undo, undo_latest
 from qualiclip_cli.core.errors import JournalError
 
 from cli_support import run_cli
-from curation_support import REPO_ROOT, record, sha, snapshot, write
+from curation_support import REPO_ROOT, cull, record, sha, snapshot, write
 
 SIDECAR = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
            b'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>IMG_1</dc:title>'
@@ -54,12 +53,6 @@ else:  # undo across filesystems, killed with its verified copy written, before 
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("QUALICLIP_HOME", str(tmp_path / "qhome"))
-    return tmp_path / "qhome"
-
-
-@pytest.fixture
 def shoot(tmp_path):
     root = tmp_path / "shoot"
     records = []
@@ -68,12 +61,6 @@ def shoot(tmp_path):
         records.append(record(write(root / rel, f"photo {rel} ".encode() * (i + 3), 1_500_000_000 + i), score))
     write(root / "a/IMG_1.xmp", SIDECAR, 1_500_000_100)
     return root, records
-
-
-def cull(shoot, **kw):
-    root, records = shoot
-    return plan_cull(records, CullCriteria(below=kw.pop("below", 0.4)), roots=[root], action=kw.pop("action", "move"),
-                     **kw)
 
 
 def tree(tmp_path):
