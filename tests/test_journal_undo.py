@@ -321,16 +321,25 @@ print(execute(plan, command="cull").run_id)
 """
 
 
-def test_trash_and_undo_restores_from_the_freedesktop_trash(shoot, home, tmp_path, monkeypatch):
+def run_trash_script(script, shoot, home, tmp_path, *extra):
+    """Run `script` (records as JSON, the shoot's root, then `extra`) in a child process whose freedesktop trash
+    lies under tmp_path (send2trash reads XDG_DATA_HOME and HOME at import). Returns the process and the
+    data_home and user_home it was given."""
     root, records = shoot
-    before = snapshot(root, include_dirs=True)
     data_home, user_home = tmp_path / "xdg-data", tmp_path / "user-home"
     user_home.mkdir()
     env = dict(os.environ, XDG_DATA_HOME=str(data_home), HOME=str(user_home), QUALICLIP_HOME=str(home),
                PYTHONPATH=str(REPO_ROOT))
     args = json.dumps([(r.path, r.score) for r in records if r.ok])
-    proc = subprocess.run([sys.executable, "-c", TRASH_SCRIPT, args, str(root)], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", script, args, str(root), *extra], env=env, capture_output=True,
                           text=True, timeout=60)
+    return proc, data_home, user_home
+
+
+def test_trash_and_undo_restores_from_the_freedesktop_trash(shoot, home, tmp_path, monkeypatch):
+    root, records = shoot
+    before = snapshot(root, include_dirs=True)
+    proc, data_home, user_home = run_trash_script(TRASH_SCRIPT, shoot, home, tmp_path)
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.strip()
     trash = data_home / "Trash"
@@ -528,14 +537,8 @@ recs = """)
 def test_a_unit_that_cannot_go_to_the_trash_whole_comes_back_from_it(shoot, home, tmp_path, monkeypatch):
     root, records = shoot
     before = snapshot(root, include_dirs=True)
-    data_home, user_home = tmp_path / "xdg-data", tmp_path / "user-home"
-    user_home.mkdir()
-    env = dict(os.environ, XDG_DATA_HOME=str(data_home), HOME=str(user_home), QUALICLIP_HOME=str(home),
-               PYTHONPATH=str(REPO_ROOT))
-    args = json.dumps([(r.path, r.score) for r in records if r.ok])
     failing = json.dumps([str(root / rel) for rel in SECOND_MEMBERS])
-    proc = subprocess.run([sys.executable, "-c", TRASH_FAILING_SCRIPT, args, str(root), failing], env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc, data_home, user_home = run_trash_script(TRASH_FAILING_SCRIPT, shoot, home, tmp_path, failing)
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.strip()
     for rel in ("a/IMG_1.jpg", "a/IMG_1.CR2", "a/IMG_1.xmp", "b/IMG_3.jpg", "b/IMG_3.jpg.xmp"):
