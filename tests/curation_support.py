@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from qualiclip_cli.core.curation.plan import plan_cull
 from qualiclip_cli.core.curation.selection import CullCriteria
@@ -44,9 +49,19 @@ def snapshot(root: Path, include_dirs: bool = False) -> dict:
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
+
 def cull(shoot, **kw):
     """A cull plan of a (root, records) shoot fixture: below 0.4, action move, unless ``kw`` says otherwise."""
     root, records = shoot
     kw.setdefault("action", "move")
     return plan_cull(records, CullCriteria(below=kw.pop("below", 0.4)), roots=[root], **kw)
 
+
+def exiftool_xmp(*paths):
+    """exiftool's reading of the XMP of `paths` (file name -> its tags, as -j -G1 gives them)."""
+    exe = shutil.which("exiftool")
+    if exe is None:
+        pytest.fail("exiftool is required for this test (Debian/Ubuntu: apt-get install libimage-exiftool-perl)")
+    out = subprocess.run([exe, "-j", "-G1", "-XMP:all", *map(str, paths)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return {os.path.basename(row["SourceFile"]): row for row in json.loads(out.stdout)}

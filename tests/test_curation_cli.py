@@ -6,13 +6,11 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
 
 import pytest
 
 from cli_support import natural_image, run_cli, run_process
-from curation_support import snapshot
+from curation_support import exiftool_xmp, snapshot
 
 NAMES = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -354,15 +352,6 @@ FOREIGN = b"""<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def _exiftool(*paths):
-    exe = shutil.which("exiftool")
-    if exe is None:
-        pytest.fail("exiftool is required for this test (Debian/Ubuntu: apt-get install libimage-exiftool-perl)")
-    out = subprocess.run([exe, "-j", "-G1", "-XMP:all", *map(str, paths)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return {os.path.basename(row["SourceFile"]): row for row in json.loads(out.stdout)}
-
-
 def test_tag_writes_sidecars_exiftool_reads_and_merges_foreign_ones(tmp_path, tiny_weights_file):
     from qualiclip_cli.core.curation.selection import assign_tier
 
@@ -384,7 +373,7 @@ def test_tag_writes_sidecars_exiftool_reads_and_merges_foreign_ones(tmp_path, ti
     assert "1 kept its own rating" in result.stderr  # IMG_3's rating 1 is someone else's
 
     sha = hashlib.sha256(tiny_weights_file.read_bytes()).hexdigest()
-    got = _exiftool(*(root / f"IMG_{i}.xmp" for i in range(1, 5)))
+    got = exiftool_xmp(*(root / f"IMG_{i}.xmp" for i in range(1, 5)))
     for name, score in scores.items():
         row = got[name.replace(".jpg", ".xmp")]
         expected = -1 if name == order[0] else assign_tier(score, tiers)
@@ -413,7 +402,7 @@ def test_tag_append_naming_and_malformed_sidecar_exit_3(tmp_path, tiny_weights_f
     assert rows["IMG_2.jpg"]["status"] == "done" and rows["IMG_2.jpg"]["destination"] == str(root / "IMG_2.jpg.xmp")
     assert [r["error"] for r in _jsonl(dry.stdout)] == [r["error"] for r in _jsonl(real.stdout)]
     assert (root / "IMG_1.jpg.xmp").read_bytes() == b"<not xml"
-    assert _exiftool(root / "IMG_2.jpg.xmp")["IMG_2.jpg.xmp"]["XMP-xmp:Rating"] in (1, 2, 3, 4, 5)
+    assert exiftool_xmp(root / "IMG_2.jpg.xmp")["IMG_2.jpg.xmp"]["XMP-xmp:Rating"] in (1, 2, 3, 4, 5)
     assert "IMG_1.jpg" not in real.stderr and "1 failed" in real.stderr  # reported once: by its row
 
 

@@ -3,10 +3,7 @@ our own are updated, the rejects' label goes on the rejects only, existing sidec
 updated, a RAW+JPEG pair's RAW sidecar gets the rating too, curated folders are not walked, and a failure is
 reported once."""
 
-import json
 import os
-import shutil
-import subprocess
 
 import pytest
 
@@ -16,7 +13,7 @@ from qualiclip_cli.core.curation.plan import plan_tag
 from qualiclip_cli.core.curation.undo import undo
 
 from cli_support import natural_image, run_cli
-from curation_support import record, snapshot, write
+from curation_support import exiftool_xmp, record, snapshot, write
 
 WEIGHTS = "0123456789abcdef" * 4
 
@@ -145,15 +142,6 @@ def test_a_sidecar_found_in_the_other_naming_is_one_photos_only(home):
     assert [op.source.name for op in plan] == ["IMG_1.jpg"] and plan.skipped[0].kind.value == "sidecar taken"
 
 
-def _exiftool(*paths):
-    exe = shutil.which("exiftool")
-    if exe is None:
-        pytest.fail("exiftool is required for this test (Debian/Ubuntu: apt-get install libimage-exiftool-perl)")
-    out = subprocess.run([exe, "-j", "-G1", "-XMP:all", *map(str, paths)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return {os.path.basename(row["SourceFile"]): row for row in json.loads(out.stdout)}
-
-
 def test_a_raw_jpeg_pair_gets_both_sidecars_under_darktable_naming(home):
     root = home / "shoot"
     photo = write(root / "IMG_1.JPG", b"jpeg")
@@ -164,7 +152,7 @@ def test_a_raw_jpeg_pair_gets_both_sidecars_under_darktable_naming(home):
                                                                        ("IMG_1.ARW", "IMG_1.ARW.xmp")]
     assert plan.operations[1].reason == "rating 4, score 0.7000; RAW of IMG_1.JPG"
     assert [o.status for o in result.outcomes] == ["done", "done"]
-    got = _exiftool(root / "IMG_1.JPG.xmp", root / "IMG_1.ARW.xmp")
+    got = exiftool_xmp(root / "IMG_1.JPG.xmp", root / "IMG_1.ARW.xmp")
     assert got["IMG_1.JPG.xmp"]["XMP-xmp:Rating"] == got["IMG_1.ARW.xmp"]["XMP-xmp:Rating"] == 4
     assert got["IMG_1.ARW.xmp"]["XMP-qualiclip:Rating"] == 4
     assert got["IMG_1.ARW.xmp"]["XMP-qualiclip:Score"] == pytest.approx(0.7)
