@@ -88,10 +88,9 @@ class TrainConfig:
         need(self.max_side == 0 or self.max_side >= self.crop_size,
              "--max-side must be 0 (native) or at least the crop size")
         if self.distortions is not None:
-            from training.degradations import DISTORTIONS
+            from training.degradations import check_known
 
-            unknown = [k for k in self.distortions if k not in DISTORTIONS]
-            need(not unknown, f"unknown distortion(s) {', '.join(unknown)}; known: {', '.join(DISTORTIONS)}")
+            check_known(self.distortions)
             need(len(self.distortions) >= 1, "--distortions needs at least one type")
         return self
 

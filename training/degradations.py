@@ -700,6 +700,15 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+def check_known(keys) -> None:
+    """UsageError naming every key of `keys` (e.g. --distortions) that is not a distortion type, and the known ones."""
+    from qualiclip_cli.core.errors import UsageError
+
+    unknown = [k for k in keys if k not in DISTORTIONS]
+    if unknown:
+        raise UsageError(f"unknown distortion(s) {', '.join(unknown)}; known: {', '.join(DISTORTIONS)}")
+
+
 def _lookup(key: str) -> Distortion:
     try:
         return DISTORTIONS[key]

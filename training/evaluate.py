@@ -227,12 +227,10 @@ def evaluate_synthetic(
     """Distortion-ranking check on held-out photos for each weights file (or already built QualiCLIP models)."""
     from qualiclip_cli.core.errors import ImageError
     from training.dataset import degraded_levels, derived_seed, find_pristine, load_image, to_uint8
-    from training.degradations import DISTORTIONS
+    from training.degradations import DISTORTIONS, check_known
 
     keys = list(distortions) if distortions else list(DISTORTIONS)
-    unknown = [k for k in keys if k not in DISTORTIONS]
-    if unknown:
-        raise UsageError(f"unknown distortion(s) {', '.join(unknown)}; known: {', '.join(DISTORTIONS)}")
+    check_known(keys)
     if not 2 <= levels <= 5:
         raise UsageError("--levels must be between 2 and 5")
     if models is None:

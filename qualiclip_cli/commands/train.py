@@ -188,13 +188,11 @@ def preview(
         raise UsageError(f"no images found in {pristine}")
     if index >= len(files):
         raise UsageError(f"--index {index}: {pristine} holds only {len(files)} photo(s)")
-    from training.degradations import DISTORTIONS
+    from training.degradations import DISTORTIONS, check_known
 
     keys = opt.comma_list(distortions)
     if keys:
-        unknown = [k for k in keys if k not in DISTORTIONS]
-        if unknown:
-            raise UsageError(f"unknown distortion(s) {', '.join(unknown)}; known: {', '.join(DISTORTIONS)}")
+        check_known(keys)
     image = load_image(files[index], max_side)
     grid = render_grid(preview_crop(image, crop_size), keys, seed=seed, tile=tile)
     out.parent.mkdir(parents=True, exist_ok=True)
