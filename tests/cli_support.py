@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
+
+
+def jsonl_rows(text: str) -> list:
+    """The objects of jsonl output, one per non-empty line."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def run_cli(*args: str, env: dict | None = None):

@@ -9,14 +9,11 @@ import re
 
 import pytest
 
+from cli_support import jsonl_rows as _jsonl
 from cli_support import natural_image, run_cli, run_process
 from curation_support import exiftool_xmp, snapshot
 
 NAMES = ("astronaut", "coffee", "chelsea", "rocket")
-
-
-def _jsonl(text):
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def _shoot(root, names=NAMES):

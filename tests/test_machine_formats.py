@@ -15,6 +15,7 @@ import pytest
 from qualiclip_cli.commands.formats import read_records, write_csv, write_rows
 from qualiclip_cli.core.records import ScoreRecord
 
+from cli_support import jsonl_rows as _jsonl
 from cli_support import make_photo_dir, run_cli
 
 
@@ -43,10 +44,6 @@ def scored(photos, tiny_weights_file):
                    tiny_weights_file)
     out["full"] = full.stdout
     return out
-
-
-def _jsonl(text):
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def test_floats_have_six_significant_digits_and_full_precision_has_them_all(scored):

@@ -12,11 +12,8 @@ from PIL import Image
 
 from qualiclip_cli.commands.formats import read_records
 
+from cli_support import jsonl_rows as _jsonl
 from cli_support import make_photo_dir, natural_image, run_cli, run_process
-
-
-def _jsonl(text):
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def test_golden_scores_through_cli(golden):
