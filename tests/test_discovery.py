@@ -54,15 +54,20 @@ def library(tmp_path) -> Path:
         ".hidden.jpg",
         ".cache/thumb.jpg",
         "sub/.Trash/old.jpg",
-        "raw.CR2",
+        "track.gpx",
         "noext",
     )
     return root
 
 
 def test_extensions_exported():
-    assert IMAGE_EXTENSIONS == {"jpg", "jpeg", "jpe", "jfif", "mpo", "png", "tif", "tiff", "webp", "bmp", "gif",
-                                "heic", "heif", "hif", "avif"}
+    # the pictures Pillow reads, and at least the RAW formats photographers shoot (LibRaw reads them)
+    pictures = {"jpg", "jpeg", "jpe", "jfif", "mpo", "png", "tif", "tiff", "webp", "bmp", "gif", "heic", "heif", "hif",
+                "avif"}
+    raws = {"cr2", "cr3", "crw", "nef", "nrw", "arw", "srf", "sr2", "raf", "orf", "rw2", "pef", "dng", "srw", "x3f",
+            "3fr", "iiq", "erf", "mos", "mrw", "kdc", "dcr", "rwl", "raw"}
+    assert pictures | raws <= IMAGE_EXTENSIONS and IMAGE_EXTENSIONS - pictures - raws <= {"mef"}
+    assert is_image_name("IMG_0001.CR3") and is_image_name("_DSC1.nef") and is_image_name("a.3FR")
     assert is_image_name("IMG_0001.JPG") and is_image_name("x.HeIc") and is_image_name(".x.png")
     assert not is_image_name("jpg") and not is_image_name("a.jpg.txt") and not is_image_name("a.")
 
@@ -95,8 +100,8 @@ def test_not_recursive(library):
 
 
 def test_explicit_files_always_yielded_in_argument_order(library):
-    got = _walk(library, "notes.txt", "sub", "raw.CR2", ".hidden.jpg", "b.jpg")
-    assert got == ["notes.txt", "sub/deeper/y.tif", "sub/z.heic", "raw.CR2", ".hidden.jpg", "b.jpg"]
+    got = _walk(library, "notes.txt", "sub", "track.gpx", ".hidden.jpg", "b.jpg")
+    assert got == ["notes.txt", "sub/deeper/y.tif", "sub/z.heic", "track.gpx", ".hidden.jpg", "b.jpg"]
 
 
 def test_single_path_argument_accepted(library):
@@ -146,9 +151,32 @@ def test_hidden(library):
 
 
 def test_camera_extensions_are_walked(tmp_path):
-    """Cameras write HEIF as .HIF and multi-picture JPEGs as .MPO; .jpe and .jfif are JPEG too."""
-    _touch(tmp_path, "A.HIF", "b.mpo", "c.JPE", "d.jfif", "e.ARW")
-    assert _walk(tmp_path) == ["A.HIF", "b.mpo", "c.JPE", "d.jfif"]
+    """Cameras write HEIF as .HIF and multi-picture JPEGs as .MPO; .jpe and .jfif are JPEG too; RAWs in any case."""
+    _touch(tmp_path, "A.HIF", "b.mpo", "c.JPE", "d.jfif", "e.ARW", "f.Cr3", "g.dng")
+    assert _walk(tmp_path) == ["A.HIF", "b.mpo", "c.JPE", "d.jfif", "e.ARW", "f.Cr3", "g.dng"]
+
+
+def test_raw_jpeg_pairs_yield_one_half(tmp_path):
+    # IMG_1 and IMG_3 are RAW+JPEG (IMG_3 as RAW+HEIF), IMG_2 is RAW only, IMG_4 JPEG only; IMG_10 shares no stem.
+    _touch(tmp_path, "IMG_1.CR3", "IMG_1.JPG", "IMG_2.nef", "IMG_3.ARW", "IMG_3.HIF", "IMG_4.jpg", "IMG_10.dng",
+           "sub/IMG_1.CR3")
+    skipped = Skipped()
+    got = _rel(find_images([tmp_path], skipped=skipped), tmp_path)
+    assert got == ["IMG_1.JPG", "IMG_10.dng", "IMG_2.nef", "IMG_3.HIF", "IMG_4.jpg", "sub/IMG_1.CR3"]
+    assert skipped.paired_raws == 2 and "2 RAWs scored from their camera JPEGs (RAW+JPEG pairs)" in skipped.describe()
+    skipped = Skipped()
+    got = _rel(find_images([tmp_path], raw_pairs="raw", skipped=skipped), tmp_path)
+    assert got == ["IMG_1.CR3", "IMG_10.dng", "IMG_2.nef", "IMG_3.ARW", "IMG_4.jpg", "sub/IMG_1.CR3"]
+    assert skipped.paired_pictures == 2 and skipped.paired_raws == 0
+    got = _rel(find_images([tmp_path], raw_pairs="both"), tmp_path)
+    assert got == ["IMG_1.CR3", "IMG_1.JPG", "IMG_10.dng", "IMG_2.nef", "IMG_3.ARW", "IMG_3.HIF", "IMG_4.jpg",
+                   "sub/IMG_1.CR3"]
+    # a partner the walk would not yield (excluded, hidden) makes no pair; a file argument is always yielded
+    assert _rel(find_images([tmp_path], exclude=["*.JPG"], recursive=False), tmp_path) == [
+        "IMG_1.CR3", "IMG_10.dng", "IMG_2.nef", "IMG_3.HIF", "IMG_4.jpg"]
+    assert _rel(find_images([tmp_path / "IMG_1.CR3", tmp_path / "IMG_1.JPG"]), tmp_path) == ["IMG_1.CR3", "IMG_1.JPG"]
+    with pytest.raises(ValueError, match="raw_pairs"):
+        list(find_images([tmp_path], raw_pairs="jpg"))
 
 
 def test_what_the_walk_skipped_is_counted(library):
@@ -156,13 +184,13 @@ def test_what_the_walk_skipped_is_counted(library):
     skipped = Skipped()
     got = _rel(find_images([library], exclude=["deeper", "m.*"], skipped=skipped), library)
     assert got == ["a.PNG", "b.jpg", "c.JpEg", "m/x.webp", "sub/z.heic"]
-    # notes.txt, raw.CR2, noext, sub/other.xmp (sub/deeper is pruned, so its files are not looked at)
-    assert skipped.extensions == {"txt": ("txt", 1), "cr2": ("CR2", 1), "": ("", 1), "xmp": ("xmp", 1)}
+    # notes.txt, track.gpx, noext, sub/other.xmp (sub/deeper is pruned, so its files are not looked at)
+    assert skipped.extensions == {"txt": ("txt", 1), "gpx": ("gpx", 1), "": ("", 1), "xmp": ("xmp", 1)}
     assert (skipped.hidden_files, skipped.hidden_folders) == (1, 2)  # .hidden.jpg; .cache and sub/.Trash
     assert (skipped.excluded_files, skipped.excluded_folders) == (1, 1)  # m.avif; sub/deeper
     assert skipped.total == 4 + 3 + 2
     assert skipped.describe() == [
-        "4 files with other extensions (no extension, .CR2, .txt, .xmp)",
+        "4 files with other extensions (no extension, .gpx, .txt, .xmp)",
         "1 hidden file", "2 hidden folders", "1 excluded file", "1 excluded folder",
     ]
     flat = Skipped()

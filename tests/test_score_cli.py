@@ -25,7 +25,7 @@ def test_golden_scores_through_cli(golden):
     assert [os.path.basename(r["path"]) for r in rows] == sorted(reference["images"])
     for row in rows:
         ref = reference["images"][os.path.basename(row["path"])]
-        assert list(row) == ["path", "score", "status", "error", "width", "height", "pairs", "weights_sha256",
+        assert list(row) == ["path", "score", "status", "error", "width", "height", "source", "pairs", "weights_sha256",
                              "identity"]
         assert row["status"] == "ok" and row["error"] is None
         assert [row["width"], row["height"]] == ref["size"]
@@ -115,14 +115,14 @@ def test_missing_path_is_reported_before_the_weights_are_looked_for(tmp_path):
 
 @pytest.mark.parametrize("command", [["score"], ["cull", "--below", "0.5"], ["sort"], ["tag"]])
 def test_a_walk_without_images_fails_fast_naming_what_it_found(tmp_path, command):
-    shoot = tmp_path / "rawshoot"
+    shoot = tmp_path / "videos"
     shoot.mkdir()
-    for name in ("DSC_1.ARW", "DSC_2.ARW", "DSC_3.DNG", "DSC_4.CR3", ".DS_Store"):
-        (shoot / name).write_bytes(b"raw")
+    for name in ("MVI_1.MOV", "MVI_2.MOV", "MVI_3.MP4", "MVI_3.THM", ".DS_Store"):
+        (shoot / name).write_bytes(b"video")
     result = run_cli(*command, shoot, "--weights", tmp_path / "no-such-weights.pth")
     assert result.exit_code == 1, result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"qualiclip: error: no images in {shoot}: 4 files with other extensions (.ARW, .CR3, .DNG), 1 hidden file"]
+        f"qualiclip: error: no images in {shoot}: 4 files with other extensions (.MOV, .MP4, .THM), 1 hidden file"]
     assert result.stdout == ""
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -46,6 +46,7 @@ def cull(
     exclude: opt.Exclude = None,
     hidden: opt.Hidden = False,
     follow: opt.Follow = False,
+    raw_pairs: opt.RawPairs = "jpeg",
     max_side: opt.MaxSide = "1024",
     jpeg_draft: opt.JpegDraft = False,
     batch_size: opt.BatchSize = None,

@@ -96,7 +96,7 @@ def write_csv(records: Iterable[ScoreRecord], out: TextIO, details: bool = False
     extra = [csv_cell(str(provenance.get(name) or "")) for name in PROVENANCE_FIELDS] if provenance is not None else []
     for rec in records:
         row = [csv_cell(rec.path), _fmt(rec.score, full_precision), rec.status, csv_cell(rec.error or ""),
-               _int(rec.width), _int(rec.height)]
+               _int(rec.width), _int(rec.height), rec.source or ""]
         if details:
             row += [_fmt((rec.pairs or {}).get(name), full_precision) for name in PAIR_NAMES]
         writer.writerow(row + extra)
@@ -132,6 +132,7 @@ def read_records(text: str, fmt: str) -> list[ScoreRecord]:
                 "error": csv_text(r["error"]) or None,
                 "width": int(r["width"]) if r["width"] else None,
                 "height": int(r["height"]) if r["height"] else None,
+                "source": r.get("source") or None,
                 "pairs": pairs,
             })
     else:

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from qualiclip_cli.core.curation.selection import ScoreKey
+from qualiclip_cli.core.images.discovery import RawPairs as RawPairsChoice
 from qualiclip_cli.core.model.runtime import Precision as PrecisionChoice
 from qualiclip_cli.core.pipeline.options import Decoder as DecoderChoice
 
@@ -40,6 +41,12 @@ Include = Annotated[Optional[list[str]], typer.Option("--include", help="Only fi
 Exclude = Annotated[Optional[list[str]], typer.Option("--exclude", help="Skip files matching this glob (repeatable).")]
 Hidden = Annotated[bool, typer.Option("--hidden", help="Include hidden files and folders (names starting with '.').")]
 Follow = Annotated[bool, typer.Option("--follow", help="Follow symbolic links (loops are detected).")]
+RawPairs = Annotated[
+    RawPairsChoice,
+    typer.Option("--raw-pairs", help="A RAW and a camera JPEG/HEIF of the same name in one folder are one frame: "
+                 "jpeg scores the JPEG (the RAW goes wherever it goes), raw scores the RAW (the JPEG goes with it), "
+                 "both scores each."),
+]
 
 MaxSide = Annotated[
     str,
@@ -206,6 +213,7 @@ class ScoringChoices:
     exclude: list[str] | None = None
     hidden: bool = False
     follow: bool = False
+    raw_pairs: RawPairsChoice = "jpeg"
     max_side: str = "1024"
     jpeg_draft: bool = False
     batch_size: int | None = None
@@ -251,5 +259,5 @@ class ScoringChoices:
 
         return WalkOptions(
             recursive=self.recursive, include=tuple(self.include or ()), exclude=tuple(self.exclude or ()),
-            hidden=self.hidden, follow_symlinks=self.follow,
+            hidden=self.hidden, follow_symlinks=self.follow, raw_pairs=self.raw_pairs,
         )

@@ -44,7 +44,8 @@ MIN_PATH_WIDTH = 16
 
 def records_table(records: Iterable, details: bool = False, width: int | None = None) -> Table:
     """One row per record: the score with 4 decimals (as the plans show it), the sub-scores with 2 (the machine
-    formats carry them in full), under short headers (`PAIR_HEADERS`). Names are shown escaped
+    formats carry them in full), under short headers (`PAIR_HEADERS`), and, when a RAW is among them, where each
+    one's pixels came from (`source`). Names are shown escaped
     (`core.names.display`): one row is one line of text, and nothing in a name is read as markup or reaches the
     terminal as a control character. With `width` (a terminal's), paths too long for what the other columns
     leave are shortened from the left ("…/shoot/IMG_0042.jpg"), so each photo's file name stays readable."""
@@ -54,15 +55,19 @@ def records_table(records: Iterable, details: bool = False, width: int | None = 
     from qualiclip_cli.core.records import PAIR_NAMES
 
     records = list(records)
+    # Where the pixels came from, shown once a RAW is among the rows (its preview, or its development).
+    sources = any(rec.source not in (None, "file") for rec in records)
     rows = []
     for rec in records:
         if rec.ok:
             row = [f"{rec.score:.4f}"]
             if details:
                 row += [f"{(rec.pairs or {}).get(n, float('nan')):.2f}" for n in PAIR_NAMES]
+            row += [rec.source or ""] if sources else []
             row.append("cached" if rec.cached else "ok")
         else:
-            row = ["—"] + (["—"] * len(PAIR_NAMES) if details else []) + [f"[red]error[/]: {markup_safe(rec.error)}"]
+            row = (["—"] + (["—"] * len(PAIR_NAMES) if details else []) + (["—"] if sources else [])
+                   + [f"[red]error[/]: {markup_safe(rec.error)}"])
         rows.append((display(rec.path), row))
 
     def build(paths: list[str], measuring: bool = False, path_width: int | None = None) -> Table:
@@ -72,6 +77,8 @@ def records_table(records: Iterable, details: bool = False, width: int | None = 
         if details:
             for name in PAIR_NAMES:
                 table.add_column(PAIR_HEADERS[name], justify="right")
+        if sources:
+            table.add_column("source")
         table.add_column("status", overflow="fold")
         for path, (_, row) in zip(paths, rows):
             if measuring:  # an error's text may fold in its column; the path keeps its room

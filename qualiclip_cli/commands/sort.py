@@ -42,6 +42,7 @@ def sort(
     exclude: opt.Exclude = None,
     hidden: opt.Hidden = False,
     follow: opt.Follow = False,
+    raw_pairs: opt.RawPairs = "jpeg",
     max_side: opt.MaxSide = "1024",
     jpeg_draft: opt.JpegDraft = False,
     batch_size: opt.BatchSize = None,

@@ -12,7 +12,7 @@ STATUS_ERROR = "error"
 
 # Field order of the machine formats (commands/formats.py). Changing it is a breaking change: document it in
 # the README.
-BASE_FIELDS = ("path", "score", "status", "error", "width", "height")
+BASE_FIELDS = ("path", "score", "status", "error", "width", "height", "source")
 
 
 @dataclass
@@ -20,6 +20,8 @@ class ScoreRecord:
     """One file's outcome. `score` is in [0, 1], higher is better; None when status is "error".
 
     width/height are the size actually scored (after EXIF orientation and the resolution policy).
+    source says where the scored pixels came from: "file" (the file's own picture), "raw-preview" (a RAW's
+    embedded preview), "raw-demosaic" (LibRaw's half-size development of a RAW); None on error.
     pairs maps each of the 7 pair names to its positive-prompt probability (None on error).
     """
 
@@ -29,6 +31,7 @@ class ScoreRecord:
     error: str | None = None
     width: int | None = None
     height: int | None = None
+    source: str | None = None
     pairs: dict[str, float] | None = field(default=None)
     cached: bool = field(default=False, compare=False)
     # An error row whose file itself is broken (empty, truncated, undecodable): see errors.ImageError.damaged.
@@ -52,6 +55,7 @@ class ScoreRecord:
             "error": self.error,
             "width": self.width,
             "height": self.height,
+            "source": self.source,
         }
         row["pairs"] = dict(self.pairs) if details and self.pairs is not None else None
         return row

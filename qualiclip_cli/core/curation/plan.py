@@ -205,7 +205,8 @@ class _Planner:
                 return
         self.plan.operations.append(Operation(action, photo, targets[0], reason))
         for sibling, target in zip(siblings, targets[1:]):
-            kind = "sidecar" if sibling.suffix.lower() == ".xmp" else "RAW"
+            kind = ("sidecar" if sibling.suffix.lower() == ".xmp" else
+                    "RAW" if sibling.suffix.lower().lstrip(".") in RAW_EXTENSIONS else "camera picture")
             self.plan.operations.append(
                 Operation(action, sibling, target, f"{kind} of {photo.name}", sibling_of=photo))
         self.claimed.update([photo, *siblings])

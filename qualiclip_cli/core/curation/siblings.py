@@ -7,6 +7,9 @@ one of these endings (endings compared case-insensitively, the stem exactly):
 - `.<photo ext>.xmp`          sidecar, appended naming (IMG_1.jpg.xmp, IMG_1.JPG.xmp)
 - `.<raw ext>`                the RAW of a RAW+JPEG pair (IMG_1.CR2, IMG_1.nef, ...)
 - `.<raw ext>.xmp`            the RAW's own sidecar (IMG_1.CR2.xmp)
+- for a RAW photo (a pair scored from its RAW, or a RAW-only shoot): `.jpg`, `.heic`... and `.jpg.xmp`, the
+  camera picture of its RAW+JPEG pair and that picture's sidecar (a camera picture that is itself scored in
+  the same run, as with ``--raw-pairs both``, is a photo of its own, not a sibling: see `plan`)
 
 Not siblings: other non-RAW formats with the same stem (IMG_1.png is a photo in its own right), and
 darktable duplicate sidecars (IMG_1_01.CR2.xmp), which name a different version.
@@ -17,10 +20,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-RAW_EXTENSIONS: frozenset[str] = frozenset(
-    {"cr2", "cr3", "crw", "nef", "nrw", "arw", "srf", "sr2", "dng", "raf", "orf", "rw2", "pef", "srw", "x3f",
-     "3fr", "erf", "kdc", "mef", "mos", "mrw", "iiq", "rwl"}
-)
+from qualiclip_cli.core.filetypes import CAMERA_PICTURE_EXTENSIONS, RAW_EXTENSIONS
+
+__all__ = ["RAW_EXTENSIONS", "SIDECAR_EXTENSION", "DirectoryIndex", "find_siblings", "renamed_sibling",
+           "sibling_endings"]
 
 SIDECAR_EXTENSION = "xmp"
 
@@ -32,10 +35,19 @@ _COMMON_ENDINGS: frozenset[str] = frozenset(
 )
 
 
+# A RAW's camera pictures (the JPEG or HEIF of a RAW+JPEG pair, scored from the RAW) and their own sidecars.
+_PAIRED_PICTURE_ENDINGS: frozenset[str] = frozenset(
+    {f".{ext}" for ext in CAMERA_PICTURE_EXTENSIONS} | {f".{ext}.{SIDECAR_EXTENSION}" for ext in CAMERA_PICTURE_EXTENSIONS}
+)
+
+
 def sibling_endings(photo_suffix: str) -> frozenset[str]:
     """Lower-case name endings (after the stem) that mark a sibling of a photo with this suffix."""
     ext = photo_suffix.lower().lstrip(".")
-    return (_COMMON_ENDINGS | {f".{ext}.{SIDECAR_EXTENSION}"}) if ext else _COMMON_ENDINGS
+    if not ext:
+        return _COMMON_ENDINGS
+    endings = _COMMON_ENDINGS | {f".{ext}.{SIDECAR_EXTENSION}"}
+    return endings | _PAIRED_PICTURE_ENDINGS if ext in RAW_EXTENSIONS else endings
 
 
 class DirectoryIndex:

@@ -43,7 +43,7 @@ import stat
 import threading
 import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +62,7 @@ from qualiclip_cli.core.images.policy import (
     scaled_size,
 )
 
-__all__ = ["DecodedImage", "MemoryBudget", "decode_image", "exif_orientation", "heif_support", "resize_bicubic", "setup_pillow"]
+__all__ = ["DecodedImage", "MemoryBudget", "check_regular_file", "decode_array", "decode_embedded", "decode_image", "exif_orientation", "heif_support", "resize_bicubic", "setup_pillow"]
 
 _ORIENTATION = ExifTags.Base.Orientation  # 0x0112
 _WARNING_MODULES = r"(PIL|pillow_heif)(\.|$)"
@@ -80,6 +80,9 @@ class DecodedImage:
     height: int
     original_width: int
     original_height: int
+    #: where the pixels came from: "file" (the file's own picture), "raw-preview" (a RAW's embedded preview),
+    #: "raw-demosaic" (LibRaw's half-size development of a RAW); see `images.raw`
+    source: str = "file"
 
 
 def resize_bicubic(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -370,6 +373,12 @@ def decode_image(
         raise ValueError(f"max_side must be >= 0, got {max_side}")
     path = Path(path)
     setup_pillow()
+    check_regular_file(path)
+    return _decode_with_pillow(lambda: Image.open(path), path, max_side, draft, max_pixels, budget)
+
+
+def check_regular_file(path: Path) -> os.stat_result:
+    """The file's stat, or the `ImageError` that says why it cannot be an image (missing, a folder, empty...)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -384,12 +393,79 @@ def decode_image(
         raise ImageError(path, "not a regular file")
     if st.st_size == 0:
         raise ImageError(path, "empty file (0 bytes)", damaged=True)
+    return st
 
+
+def decode_embedded(
+    data: bytes,
+    path: Path,
+    max_side: int,
+    *,
+    orientation: Callable[[tuple[int, int]], int],
+    source: str,
+    what: str = "embedded preview",
+    draft: bool = False,
+    max_pixels: int | None = None,
+    budget: MemoryBudget | None = None,
+) -> DecodedImage:
+    """Decode an image held in memory (a RAW's embedded JPEG preview) exactly as `decode_image` decodes a file,
+    except that its orientation is ``orientation(stored_size)`` instead of its own EXIF's. Errors name ``path``
+    and say it was the ``what``."""
+    import io
+
+    setup_pillow()
+    try:
+        decoded = _decode_with_pillow(lambda: Image.open(io.BytesIO(data)), path, max_side, draft, max_pixels,
+                                      budget, orientation)
+    except ImageError as exc:
+        raise ImageError(path, f"{what}: {exc.reason}", damaged=exc.damaged) from None
+    return DecodedImage(decoded.pixels, decoded.width, decoded.height, decoded.original_width,
+                        decoded.original_height, source)
+
+
+def decode_array(
+    pixels: np.ndarray,
+    path: Path,
+    max_side: int,
+    *,
+    orientation: int,
+    source: str,
+    max_pixels: int | None = None,
+) -> DecodedImage:
+    """Pixels already decoded (H×W×3, 8 or 16 bits: a RAW's bitmap thumbnail, LibRaw's development) put under
+    the same policy as a decoded file: EXIF ``orientation`` applied, the size limits checked, then the resize."""
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise ImageError(path, f"unexpected decoded shape {pixels.shape}")
+    pixels = pixels[:, :, :3]
+    if pixels.dtype == np.uint16:
+        pixels = _u16_to_u8(pixels)
+    elif pixels.dtype != np.uint8:
+        raise ImageError(path, f"unexpected decoded pixel type {pixels.dtype}")
+    stored = (pixels.shape[1], pixels.shape[0])
+    check_pixels(path, stored, stored, 1, max_pixels)
+    method = _TRANSPOSE.get(orientation)
+    up = pixels if method is None else np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).transpose(method))
+    original = (up.shape[1], up.shape[0])
+    target = scaled_size(*original, max_side)
+    check_min_side(path, target, original, max_side)
+    out = resize_bicubic(np.ascontiguousarray(up), target) if target != original else np.array(up, order="C")
+    return DecodedImage(out, target[0], target[1], original[0], original[1], source)
+
+
+def _decode_with_pillow(
+    open_image: Callable[[], Image.Image],
+    path: Path,
+    max_side: int,
+    draft: bool,
+    max_pixels: int | None,
+    budget: MemoryBudget | None,
+    orientation: Callable[[tuple[int, int]], int] | None = None,
+) -> DecodedImage:
     held = _Held(budget)
     try:
-        with held, Image.open(path) as im:
+        with held, open_image() as im:
             try:
-                return _decode_opened(im, path, max_side, draft, max_pixels, held)
+                return _decode_opened(im, path, max_side, draft, max_pixels, held, orientation)
             finally:
                 im.close()  # frees Pillow's pixels (leaving the with block does not) before the budget is released
     except ImageError:
@@ -483,7 +559,8 @@ def return_freed_memory() -> bool:
 
 
 def _decode_opened(
-    im: Image.Image, path: Path, max_side: int, draft: bool, max_pixels: int | None, held: _Held
+    im: Image.Image, path: Path, max_side: int, draft: bool, max_pixels: int | None, held: _Held,
+    orientation_of: Callable[[tuple[int, int]], int] | None = None,
 ) -> DecodedImage:
     header = im.size  # stored frame, before orientation
     scale = 1
@@ -492,7 +569,7 @@ def _decode_opened(
     if is_jpeg:
         # JPEG EXIF is parsed from APP1 at open time: the orientation is known before decoding, so the
         # target and the DCT scale are computed up front.
-        orientation = _orientation(im, path)
+        orientation = orientation_of(header) if orientation_of else _orientation(im, path)
         swap = orientation in SWAPPING_ORIENTATIONS
         original = (header[1], header[0]) if swap else header
         target = scaled_size(*original, max_side)
@@ -513,7 +590,7 @@ def _decode_opened(
 
     im.load()
     if not is_jpeg:  # other formats may carry their EXIF after the pixels: read it once they are loaded
-        orientation = _orientation(im, path)
+        orientation = orientation_of(im.size) if orientation_of else _orientation(im, path)
         loaded = im.size
         original = (loaded[1], loaded[0]) if orientation in SWAPPING_ORIENTATIONS else loaded
         target = scaled_size(*original, max_side)

@@ -16,7 +16,13 @@ Rules:
 * Inside a directory, entries (files and sub-directories together) are visited sorted by name (plain
   code-point order), depth first, so the output order never depends on the file system.
 * Walked files count as images when their extension, compared case-insensitively, is in
-  `IMAGE_EXTENSIONS` (camera spellings included: ``.jpe``, ``.jfif``, ``.mpo``, ``.hif``).
+  `IMAGE_EXTENSIONS` (camera spellings included: ``.jpe``, ``.jfif``, ``.mpo``, ``.hif``; and every RAW format of
+  `filetypes.RAW_EXTENSIONS`).
+* RAW+JPEG pairs: a RAW and a camera picture (JPEG or HEIF, `filetypes.CAMERA_PICTURE_EXTENSIONS`) of the same
+  stem (exact, e.g. ``IMG_1.CR3`` and ``IMG_1.JPG``) in one walked folder are one frame. With ``raw_pairs="jpeg"``
+  (the default) the walk yields the camera picture and passes over the RAW (counted: curation moves it with its
+  JPEG); ``"raw"`` yields the RAW and passes over the picture; ``"both"`` yields both. Only files the walk would
+  yield form a pair (an excluded or hidden partner does not count). File arguments are always yielded.
 * Nothing is left out silently: pass a `Skipped` (``skipped=``) and the walk counts what it passed over,
   by reason: files with other extensions (and which extensions), hidden files and folders, files and
   folders left out by ``include``/``exclude``, symbolic links not followed, sub-folders not entered when
@@ -49,18 +55,17 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal, get_args
 
+from qualiclip_cli.core.filetypes import IMAGE_EXTENSIONS, is_camera_picture_name, is_image_name, is_raw_name
 from qualiclip_cli.core.paths import kernel_path, lexical_reading_agrees
 
-__all__ = ["IMAGE_EXTENSIONS", "Found", "Skipped", "find_images", "is_image_name", "read_path_list"]
+__all__ = ["IMAGE_EXTENSIONS", "RAW_PAIRS", "Found", "RawPairs", "Skipped", "find_images", "is_image_name",
+           "read_path_list"]
 
-#: Extensions (lower case, without the dot) that a directory walk picks up, compared case-insensitively.
-#: jpe and jfif are JPEG, mpo is a camera's multi-picture JPEG (its first picture is scored), hif is HEIF
-#: (Canon, Fujifilm, Sony).
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {"jpg", "jpeg", "jpe", "jfif", "mpo", "png", "tif", "tiff", "webp", "bmp", "gif", "heic", "heif", "hif", "avif"}
-)
+#: What a walk scores of a RAW+JPEG pair (a RAW and a camera JPEG or HEIF of the same stem in one folder).
+RawPairs = Literal["jpeg", "raw", "both"]
+RAW_PAIRS: tuple[str, ...] = get_args(RawPairs)
 
 #: At most this many extensions are named in `Skipped.describe`.
 _EXTENSIONS_NAMED = 6
@@ -94,6 +99,8 @@ class Skipped:
     excluded_folders: int = 0
     links: int = 0  # symbolic links not followed
     folders: int = 0  # sub-folders not entered (not recursive)
+    paired_raws: int = 0  # RAWs of RAW+JPEG pairs, scored from their JPEG (raw_pairs="jpeg")
+    paired_pictures: int = 0  # camera JPEG/HEIF of RAW+JPEG pairs, scored from their RAW (raw_pairs="raw")
 
     def other_extension(self, name: str) -> None:
         _, dot, ext = name.rpartition(".")
@@ -104,10 +111,11 @@ class Skipped:
     @property
     def total(self) -> int:
         return (sum(n for _, n in self.extensions.values()) + self.hidden_files + self.hidden_folders
-                + self.excluded_files + self.excluded_folders + self.links + self.folders)
+                + self.excluded_files + self.excluded_folders + self.links + self.folders + self.paired_raws
+                + self.paired_pictures)
 
     def describe(self) -> list[str]:
-        """One phrase per reason that occurred, e.g. "3 files with other extensions (.ARW, .DNG, .xmp)"."""
+        """One phrase per reason that occurred, e.g. "3 files with other extensions (.txt, .xmp)"."""
         parts = []
         if self.extensions:
             n = sum(count for _, count in self.extensions.values())
@@ -121,6 +129,10 @@ class Skipped:
             (self.excluded_folders, "excluded folder", "excluded folders"),
             (self.links, "symbolic link not followed", "symbolic links not followed"),
             (self.folders, "sub-folder not walked (not recursive)", "sub-folders not walked (not recursive)"),
+            (self.paired_raws, "RAW scored from its camera JPEG (RAW+JPEG pair)",
+             "RAWs scored from their camera JPEGs (RAW+JPEG pairs)"),
+            (self.paired_pictures, "camera JPEG of a RAW+JPEG pair scored from its RAW",
+             "camera JPEGs of RAW+JPEG pairs scored from their RAWs"),
         ):
             if n:
                 parts.append(_counted(n, one, many))
@@ -140,12 +152,6 @@ def read_path_list(stream: BinaryIO, null: bool = False, chunk_size: int = 1 << 
         yield from (os.fsdecode(name) for name in complete if name)
     if rest:
         yield os.fsdecode(rest)
-
-
-def is_image_name(name: str) -> bool:
-    """True when the file name's extension (case-insensitive) is one of `IMAGE_EXTENSIONS`."""
-    _, dot, ext = name.rpartition(".")
-    return bool(dot) and ext.lower() in IMAGE_EXTENSIONS
 
 
 def _matches(patterns: tuple[str, ...], rel: str, name: str) -> bool:
@@ -188,7 +194,11 @@ class _Walker:
         hidden: bool,
         follow_symlinks: bool,
         skipped: Skipped | None = None,
+        raw_pairs: RawPairs = "jpeg",
     ) -> None:
+        if raw_pairs not in RAW_PAIRS:
+            raise ValueError(f"raw_pairs must be one of {', '.join(RAW_PAIRS)}, got {raw_pairs!r}")
+        self.raw_pairs = raw_pairs
         self.skipped = skipped if skipped is not None else Skipped()
         self.recursive = recursive
         self.include = include
@@ -242,9 +252,38 @@ class _Walker:
         entries.sort(key=lambda e: e.name)
         return entries
 
+    def _yielded_name(self, entry: os.DirEntry[str], rel: str) -> bool:
+        """Would the walk yield this entry, judged by its name and kind (for RAW+JPEG pairing)?"""
+        name = entry.name
+        if not is_image_name(name) or (not self.hidden and name.startswith(".")):
+            return False
+        try:
+            if entry.is_symlink() and not self.follow:
+                return False
+            if not entry.is_file(follow_symlinks=True):
+                return False
+        except OSError:
+            return False
+        return self._wanted(rel, name)
+
+    def _paired_away(self, entries: list[os.DirEntry[str]], prefix: str) -> set[str]:
+        """Names in one folder the walk passes over as the other half of a RAW+JPEG pair (`raw_pairs`)."""
+        if self.raw_pairs == "both":
+            return set()
+        raws: dict[str, list[str]] = {}
+        pictures: dict[str, list[str]] = {}
+        for entry in entries:
+            name = entry.name
+            kind = raws if is_raw_name(name) else pictures if is_camera_picture_name(name) else None
+            if kind is not None and self._yielded_name(entry, prefix + name):
+                kind.setdefault(name.rpartition(".")[0], []).append(name)
+        dropped, partners = (raws, pictures) if self.raw_pairs == "jpeg" else (pictures, raws)
+        return {name for stem, names in dropped.items() if stem in partners for name in names}
+
     def walk(self, root: Path, root_stat: os.stat_result) -> Iterator[Found]:
         # Explicit stack of (entries iterator, relative prefix, dir key): no recursion limit.
         stack: list[tuple[Iterator[os.DirEntry[str]], str, tuple[int, int]]] = []
+        paired_away: dict[tuple[int, int], set[str]] = {}  # per folder on the stack: the other halves of pairs
         on_path: dict[tuple[int, int], Path] = {}
 
         def enter(directory: Path, key: tuple[int, int], prefix: str) -> Found | None:
@@ -255,6 +294,7 @@ class _Walker:
                 return _unreadable(directory, exc)
             self.walked_dirs.add(key)
             on_path[key] = directory
+            paired_away[key] = self._paired_away(entries, prefix)
             stack.append((iter(entries), prefix, key))
             return None
 
@@ -267,6 +307,7 @@ class _Walker:
             if entry is None:
                 stack.pop()
                 on_path.pop(key, None)
+                paired_away.pop(key, None)
                 continue
 
             name = entry.name
@@ -323,6 +364,12 @@ class _Walker:
             if not self._wanted(rel, name):
                 self.skipped.excluded_files += 1
                 continue
+            if name in paired_away.get(key, ()):
+                if is_raw_name(name):
+                    self.skipped.paired_raws += 1
+                else:
+                    self.skipped.paired_pictures += 1
+                continue
             try:
                 st = entry.stat(follow_symlinks=True)
             except FileNotFoundError:
@@ -347,15 +394,17 @@ def find_images(
     hidden: bool = False,
     follow_symlinks: bool = False,
     skipped: Skipped | None = None,
+    raw_pairs: RawPairs = "jpeg",
 ) -> Iterator[Found]:
     """Yield the image files under ``paths`` (files and directories), in a deterministic order.
 
     See the module docstring for every rule. Problems are yielded as ``Found(path, error)`` and the walk
     goes on; a missing argument gives ``Found(path, "no such file or directory")``. ``skipped``, when given,
-    is filled in as the walk goes with what it passed over.
+    is filled in as the walk goes with what it passed over. ``raw_pairs``: which half of a RAW+JPEG pair is
+    yielded ("jpeg", "raw" or "both").
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    walker = _Walker(recursive, tuple(include), tuple(exclude), hidden, follow_symlinks, skipped)
+    walker = _Walker(recursive, tuple(include), tuple(exclude), hidden, follow_symlinks, skipped, raw_pairs)
     for arg in paths:
         yield from walker.argument(arg)

@@ -72,6 +72,18 @@ def scoring_identity(max_side: int, draft: bool, decoder: str, precision: str) -
     return f"{policy_identity(max_side, draft)}+{precision}"
 
 
+#: Names the rule that picks a RAW's pixels (its embedded preview, or LibRaw's half-size development when the
+#: preview is missing or smaller than the scoring size; see `raw`). Bump it whenever that rule changes.
+RAW_RULE = "raw-preview-v1"
+
+
+def raw_scoring_identity(identity: str) -> str:
+    """The scoring identity of a RAW file's score: the run's identity plus the RAW rule, so that a score computed
+    under another rule (or before RAW support, when a RAW named on the command line was read by Pillow) is never
+    served for it."""
+    return f"{identity}+{RAW_RULE}"
+
+
 def _mp(pixels: int) -> str:
     if pixels >= 100_000:
         return f"{pixels / 1e6:.1f}".removesuffix(".0") + " MP"

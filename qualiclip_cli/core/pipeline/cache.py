@@ -1,7 +1,9 @@
 """Incremental results cache: an embedded SQLite database (WAL) of scores already computed.
 
 A row is valid for a file while its absolute path, size and modification time are unchanged, and only for
-the weights (SHA-256) and scoring identity (preprocessing policy + precision) it was computed with. Paths are
+the weights (SHA-256) and scoring identity (preprocessing policy + precision; for a RAW file also the rule that
+picks its preview or development, `policy.RAW_RULE`) it was computed with. Each row keeps where its pixels came
+from (`source`). Paths are
 stored as the bytes the file system uses (`os.fsencode`), so any file name is a key, UTF-8 or not. Writes
 are committed in small batches, so an interrupted run keeps what it finished; WAL and a busy timeout let two
 runs share the database without corrupting it.
@@ -30,12 +32,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qualiclip_cli.core.filetypes import is_raw_name
 from qualiclip_cli.core.records import ScoreRecord
 
-#: 2: paths as BLOBs (os.fsencode). 1: paths as TEXT (could not hold names that are not UTF-8); migrated.
-SCHEMA_VERSION = 2
+#: 3: a `source` column (where the scored pixels came from: the file, a RAW's preview or its development).
+#: 2: paths as BLOBs (os.fsencode). 1: paths as TEXT (could not hold names that are not UTF-8). Both migrated.
+SCHEMA_VERSION = 3
 
-_COLUMNS = ("path", "weights", "identity", "size", "mtime_ns", "score", "pairs", "width", "height", "scored_at")
+_COLUMNS = ("path", "weights", "identity", "size", "mtime_ns", "score", "pairs", "width", "height", "scored_at",
+            "source")
 
 _INSERT = "INSERT OR REPLACE INTO {name} VALUES (" + ", ".join("?" * len(_COLUMNS)) + ")"
 
@@ -51,6 +56,7 @@ CREATE TABLE {name} (
     width     INTEGER NOT NULL,
     height    INTEGER NOT NULL,
     scored_at REAL    NOT NULL,
+    source    TEXT    NOT NULL,
     PRIMARY KEY (path, weights, identity)
 )
 """
@@ -146,10 +152,11 @@ class ResultsCache:
     """
 
     def __init__(self, db_path: Path, weights_sha: str, identity: str, commit_every: int = 64,
-                 commit_seconds: float = 2.0, warn: Warn | None = None):
+                 commit_seconds: float = 2.0, warn: Warn | None = None, raw_identity: str | None = None):
         self.db_path = Path(db_path)
         self.weights_sha = weights_sha
         self.identity = identity
+        self.raw_identity = raw_identity or identity  # the identity of a RAW file's rows (`policy.raw_scoring_identity`)
         self.commit_every = commit_every
         self.commit_seconds = commit_seconds
         self._warn = warn
@@ -216,6 +223,8 @@ class ResultsCache:
                 conn.execute(_TABLE.format(name="results"))
             elif version == 1 and tables == {"results"}:
                 _migrate_from_v1(conn)
+            elif version == 2 and tables == {"results"}:
+                _migrate_from_v2(conn)
             elif version != SCHEMA_VERSION:
                 raise _Damaged(f"not a qualiclip results cache (schema {version}, tables {sorted(tables)})")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -301,14 +310,18 @@ class ResultsCache:
 
     # ------------------------------------------------------------------ rows
 
+    def identity_of(self, file: FileIdentity) -> str:
+        """The scoring identity a file's row is kept under: the RAW identity for a RAW file."""
+        return self.raw_identity if is_raw_name(os.path.basename(file.path)) else self.identity
+
     def lookup(self, file: FileIdentity, display_path: str) -> ScoreRecord | None:
         if self._conn is None:
             return None
         try:
             row = self._conn.execute(
-                "SELECT size, mtime_ns, score, pairs, width, height FROM results "
+                "SELECT size, mtime_ns, score, pairs, width, height, source FROM results "
                 "WHERE path = ? AND weights = ? AND identity = ?",
-                (file.key, self.weights_sha, self.identity),
+                (file.key, self.weights_sha, self.identity_of(file)),
             ).fetchone()
         except sqlite3.Error as exc:
             self._failed(exc)
@@ -322,7 +335,8 @@ class ResultsCache:
             return None  # an unreadable row is a miss: the file is scored again and the row replaced
         if not math.isfinite(score):
             return None
-        return ScoreRecord(path=display_path, score=score, pairs=pairs, width=row[4], height=row[5], cached=True)
+        return ScoreRecord(path=display_path, score=score, pairs=pairs, width=row[4], height=row[5], source=row[6],
+                           cached=True)
 
     def store(self, file: FileIdentity, record: ScoreRecord) -> None:
         """Queue a result; queued rows are written in one short transaction every few rows or seconds."""
@@ -331,8 +345,9 @@ class ResultsCache:
         if not _finite(record.score, record.pairs):
             return  # never cache a NaN: the scorer reports it as an error row
         self._rows.append((
-            file.key, self.weights_sha, self.identity, file.size, file.mtime_ns, float(record.score),
+            file.key, self.weights_sha, self.identity_of(file), file.size, file.mtime_ns, float(record.score),
             json.dumps(record.pairs or {}), int(record.width or 0), int(record.height or 0), time.time(),
+            record.source or "file",
         ))
         if len(self._rows) >= self.commit_every or time.monotonic() - self._last_flush > self.commit_seconds:
             self.flush()
@@ -393,12 +408,25 @@ def _finite(score: float, pairs: dict | None) -> bool:
     return math.isfinite(score) and all(math.isfinite(v) for v in (pairs or {}).values())
 
 
+#: The columns schemas 1 and 2 had (the source was always the file: RAW files were not walked, and a RAW named on
+#: the command line was read by Pillow; such rows are never served for a RAW, whose identity names the RAW rule).
+_OLD_COLUMNS = _COLUMNS[:-1]
+
+
 def _migrate_from_v1(conn: sqlite3.Connection) -> None:
     """Schema 1 kept paths as TEXT; rewrite its rows with the paths as file-system bytes (in the caller's
     transaction). Every schema-1 path was valid UTF-8 text (the others could not be stored), so none is lost."""
-    conn.execute(_TABLE.format(name="results_v2"))
-    rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM results").fetchall()
-    conn.executemany(_INSERT.format(name="results_v2"),
-                     [(os.fsencode(row[0]) if isinstance(row[0], str) else row[0], *row[1:]) for row in rows])
+    _rewrite(conn, lambda row: (os.fsencode(row[0]) if isinstance(row[0], str) else row[0], *row[1:], "file"))
+
+
+def _migrate_from_v2(conn: sqlite3.Connection) -> None:
+    """Schema 2 had no source column: every row's pixels came from the file itself."""
+    _rewrite(conn, lambda row: (*row, "file"))
+
+
+def _rewrite(conn: sqlite3.Connection, convert) -> None:
+    conn.execute(_TABLE.format(name="results_new"))
+    rows = conn.execute(f"SELECT {', '.join(_OLD_COLUMNS)} FROM results").fetchall()
+    conn.executemany(_INSERT.format(name="results_new"), [convert(row) for row in rows])
     conn.execute("DROP TABLE results")
-    conn.execute("ALTER TABLE results_v2 RENAME TO results")
+    conn.execute("ALTER TABLE results_new RENAME TO results")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qualiclip_cli.core.errors import QualiclipError
-from qualiclip_cli.core.images.discovery import Found, Skipped, find_images
+from qualiclip_cli.core.images.discovery import Found, RawPairs, Skipped, find_images
 from qualiclip_cli.core.model.weights import ProgressCallback, resolve_weights
 from qualiclip_cli.core.paths import kernel_path
 from qualiclip_cli.core.pipeline.options import ScoreOptions
@@ -31,6 +31,7 @@ class WalkOptions:
     exclude: tuple[str, ...] = ()
     hidden: bool = False
     follow_symlinks: bool = False
+    raw_pairs: RawPairs = "jpeg"  # which half of a RAW+JPEG pair is scored
 
 
 #: At most this many PATH arguments are named in the "no images in ..." message.
@@ -94,7 +95,7 @@ def walk_paths(
     images = 0
     for entry in find_images(
         arguments, recursive=walk.recursive, include=walk.include, exclude=walk.exclude, hidden=walk.hidden,
-        follow_symlinks=walk.follow_symlinks, skipped=skipped,
+        follow_symlinks=walk.follow_symlinks, skipped=skipped, raw_pairs=walk.raw_pairs,
     ):
         if skip and any(kernel_path(entry.path).is_relative_to(d) for d in skip):
             skipped.excluded_files += entry.ok

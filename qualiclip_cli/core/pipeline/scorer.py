@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qualiclip_cli.core.errors import UsageError, first_line
-from qualiclip_cli.core.images.policy import DEFAULT_DECODE_MEMORY, scoring_identity
+from qualiclip_cli.core.filetypes import is_raw_name
+from qualiclip_cli.core.images.policy import DEFAULT_DECODE_MEMORY, raw_scoring_identity, scoring_identity
 from qualiclip_cli.core.model.runtime import Runtime, make_runtime, reuse_freed_memory
 from qualiclip_cli.core.model.weights import ResolvedWeights
 from qualiclip_cli.core.pipeline.options import DECODERS, DEFAULT_NATIVE_MAX_PIXELS, ScoreOptions
@@ -53,6 +54,8 @@ class Scorer:
         self.runtime = make_runtime(options.device, options.precision)
         self.decoder = pick_decoder(options.decoder, self.runtime, options.max_side)
         self.identity = scoring_identity(options.max_side, options.draft, self.decoder, self.runtime.precision)
+        # A RAW's score also depends on the preview-or-development rule: cached under its own identity.
+        self.raw_identity = raw_scoring_identity(self.identity)
         if self.runtime.device_type == "cpu" and 0 < options.max_side <= 2048:
             # Not at native size: a never-trimmed heap would keep the peak of a 12 MP pass (6 GB vs 3.6 GB).
             reuse_freed_memory()
@@ -122,10 +125,16 @@ class Scorer:
         return self.decode_cpu(path)
 
     def decode_cpu(self, path: Path):
-        from qualiclip_cli.core.images.decode import decode_image
-
+        """Pillow for pictures, LibRaw for camera RAW files (`images.raw`: the embedded preview first)."""
         # With nvjpeg the cache identity says "no draft": keep the CPU fallbacks to the same policy.
         draft = self.options.draft and self.decoder == "pillow"
+        if is_raw_name(Path(path).name):
+            from qualiclip_cli.core.images.raw import decode_raw
+
+            return decode_raw(path, self.options.max_side, draft=draft, max_pixels=self.max_pixels,
+                              budget=self.decode_budget)
+        from qualiclip_cli.core.images.decode import decode_image
+
         return decode_image(path, self.options.max_side, draft=draft, max_pixels=self.max_pixels,
                             budget=self.decode_budget)
 
@@ -160,7 +169,8 @@ def _record(item: Ready, score: float, pairs: dict[str, float]) -> ScoreRecord:
     if not all(math.isfinite(v) for v in values):
         what = "NaN" if any(math.isnan(v) for v in values) else "an infinite value"
         return ScoreRecord.failure(item.display, f"the model produced {what} (damaged or diverged weights?)")
-    return ScoreRecord(path=item.display, score=score, pairs=pairs, width=item.width, height=item.height)
+    return ScoreRecord(path=item.display, score=score, pairs=pairs, width=item.width, height=item.height,
+                       source=item.source)
 
 
 def _memory_budget(total: int):
@@ -177,4 +187,5 @@ def open_cache(scorer: Scorer, enabled: bool = True, warn: Callable[[str], None]
     from qualiclip_cli.core.paths import results_cache_path
     from qualiclip_cli.core.pipeline.cache import ResultsCache
 
-    return ResultsCache(results_cache_path(), scorer.weights.sha256, scorer.identity, warn=warn)
+    return ResultsCache(results_cache_path(), scorer.weights.sha256, scorer.identity, warn=warn,
+                        raw_identity=scorer.raw_identity)

@@ -39,6 +39,7 @@ class Ready:
     pixels: object  # H×W×3 uint8 numpy array (Pillow) or 3×H×W uint8 tensor on the device (nvjpeg)
     width: int
     height: int
+    source: str = "file"  # where the pixels came from (`images.raw.SOURCES`)
 
 
 class BucketScorer(Protocol):
@@ -157,7 +158,7 @@ class ScoreStream:
             self.run_bucket(max(self.buckets, key=lambda s: len(self.buckets[s]) * s[0] * s[1]))
 
     def add_decoded(self, index: int, display: str, ident, decoded) -> None:
-        self.add_ready(Ready(index, display, ident, decoded.pixels, decoded.width, decoded.height))
+        self.add_ready(Ready(index, display, ident, decoded.pixels, decoded.width, decoded.height, decoded.source))
 
     def flush_gpu(self) -> None:
         from qualiclip_cli.core.images.gpu_decode import GpuDecodeError, decode_resize_batch
