@@ -85,7 +85,8 @@ def test_pairs_is_null_not_absent_without_details(photos, tiny_weights_file):
     result = run_cli("score", photos, "--format", "jsonl", "--weights", tiny_weights_file)
     rows = _jsonl(result.stdout)
     assert all("pairs" in r and r["pairs"] is None for r in rows)
-    assert all(list(r)[:8] == ["path", "score", "status", "error", "width", "height", "source", "pairs"] for r in rows)
+    assert all(list(r)[:7] == ["path", "score", "status", "error", "width", "height", "pairs"] for r in rows)
+    assert all(list(r)[-1] == "source" for r in rows)  # added later: at the end
     assert [r["source"] for r in rows] == [("file" if r["status"] == "ok" else None) for r in rows]  # null on error
     assert {r["status"] for r in rows} == {"ok", "error"}
 

@@ -183,3 +183,36 @@ def test_without_rawpy_each_raw_is_one_clear_line(tmp_path, monkeypatch):
         decode_raw(path, 256)
     assert not err.value.damaged  # a good photo this installation cannot read
     monkeypatch.setattr(raw_module, "_SUPPORT_CHECKED", False)
+
+
+def _with_preview_bytes(path, change) -> None:
+    """Rewrite the JPEG preview inside a DNG in place (same length): ``change(bytearray)`` edits it."""
+    data = bytearray(path.read_bytes())
+    start = data.find(b"\xff\xd8\xff")
+    end = data.find(b"\xff\xd9", start) + 2
+    jpeg = bytearray(data[start:end])
+    change(jpeg)
+    data[start:end] = jpeg
+    path.write_bytes(bytes(data))
+
+
+def test_an_unreadable_preview_falls_back_to_the_development(tmp_path, capfd):
+    path = write_dng(tmp_path / "IMG_1.dng", SENSOR, preview=SENSOR)
+    _with_preview_bytes(path, lambda jpeg: jpeg.__setitem__(slice(2, len(jpeg)), bytes(len(jpeg) - 2)))
+    decoded = decode_raw(path, 256)
+    assert decoded.source == "raw-demosaic" and decoded.pixels.shape == (192, 256, 3)
+    assert capfd.readouterr().err == ""
+
+
+def test_libjpeg_warnings_inside_libraw_never_reach_stderr(tmp_path, capfd):
+    """A preview with a damaged marker: the libjpeg inside LibRaw warns on stderr; the warning is caught."""
+    path = write_dng(tmp_path / "IMG_1.dng", SENSOR, preview=SENSOR)
+    _with_preview_bytes(path, lambda jpeg: jpeg.__setitem__(slice(0, 3), b"\0\0\0"))
+    decode_raw(path, 256)
+    assert capfd.readouterr().err == ""
+    # the control: the same file read by LibRaw without the catching prints the warning
+    import subprocess
+
+    probe = "import rawpy, sys; rawpy.imread(sys.argv[1]).extract_thumb()"
+    out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60)
+    assert "Corrupt JPEG data" in out.stderr

@@ -47,7 +47,8 @@ def test_source_is_in_every_format(tmp_path, tiny_weights_file):
             rows = json.loads(result.stdout)
         else:
             rows = list(csv.DictReader(io.StringIO(result.stdout)))
-            assert list(rows[0])[:7] == ["path", "score", "status", "error", "width", "height", "source"]
+            assert list(rows[0])[:6] == ["path", "score", "status", "error", "width", "height"]
+            assert list(rows[0])[-1] == "source"  # added after the first release: the last column
         assert {name: r["source"] for name, r in _by_name(rows).items()} == want, fmt
         sizes = {name: (int(r["width"]), int(r["height"])) for name, r in _by_name(rows).items()}
         assert sizes["IMG_1.dng"] == (192, 256)  # the preview, turned upright (orientation 6), at 256 px

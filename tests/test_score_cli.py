@@ -25,8 +25,9 @@ def test_golden_scores_through_cli(golden):
     assert [os.path.basename(r["path"]) for r in rows] == sorted(reference["images"])
     for row in rows:
         ref = reference["images"][os.path.basename(row["path"])]
-        assert list(row) == ["path", "score", "status", "error", "width", "height", "source", "pairs", "weights_sha256",
-                             "identity"]
+        assert list(row) == ["path", "score", "status", "error", "width", "height", "pairs", "weights_sha256",
+                             "identity", "source"]
+        assert row["source"] == "file"
         assert row["status"] == "ok" and row["error"] is None
         assert [row["width"], row["height"]] == ref["size"]
         assert abs(row["score"] - ref["score"]) <= 1e-5

@@ -22,7 +22,7 @@ from typing import TextIO
 
 from qualiclip_cli.commands.console import machine_stream
 from qualiclip_cli.core.names import csv_cell, csv_text, json_dumps
-from qualiclip_cli.core.records import BASE_FIELDS, PAIR_NAMES, ScoreRecord
+from qualiclip_cli.core.records import BASE_FIELDS, LATER_FIELDS, PAIR_NAMES, ScoreRecord
 
 
 def canonical(fmt: str) -> str:
@@ -67,11 +67,13 @@ def write_rows(rows: Iterable[dict], fmt: str, out: TextIO, full_precision: bool
 
 
 def score_rows(records: Iterable[ScoreRecord], details: bool = False, provenance: Mapping[str, str] | None = None):
-    """The jsonl/json objects of score records: the documented fields, `pairs` (null without ``details``), then
-    the provenance fields when given."""
+    """The jsonl/json objects of score records: the documented fields, `pairs` (null without ``details``), the
+    provenance fields when given, then the fields added since (`records.LATER_FIELDS`: `source`)."""
     extra = {name: (provenance or {}).get(name) for name in PROVENANCE_FIELDS} if provenance is not None else {}
     for rec in records:
-        yield {**rec.to_dict(details), **extra}
+        row = rec.to_dict(details)
+        later = {name: row.pop(name) for name in LATER_FIELDS}
+        yield {**row, **extra, **later}
 
 
 def write_jsonl(records: Iterable[ScoreRecord], out: TextIO, details: bool = False,
@@ -86,7 +88,7 @@ def write_json(records: Iterable[ScoreRecord], out: TextIO, details: bool = Fals
 
 def csv_header(details: bool = False, provenance: bool = False) -> list[str]:
     return (list(BASE_FIELDS) + ([f"pair_{name}" for name in PAIR_NAMES] if details else [])
-            + (list(PROVENANCE_FIELDS) if provenance else []))
+            + (list(PROVENANCE_FIELDS) if provenance else []) + list(LATER_FIELDS))
 
 
 def write_csv(records: Iterable[ScoreRecord], out: TextIO, details: bool = False,
@@ -96,10 +98,10 @@ def write_csv(records: Iterable[ScoreRecord], out: TextIO, details: bool = False
     extra = [csv_cell(str(provenance.get(name) or "")) for name in PROVENANCE_FIELDS] if provenance is not None else []
     for rec in records:
         row = [csv_cell(rec.path), _fmt(rec.score, full_precision), rec.status, csv_cell(rec.error or ""),
-               _int(rec.width), _int(rec.height), rec.source or ""]
+               _int(rec.width), _int(rec.height)]
         if details:
             row += [_fmt((rec.pairs or {}).get(name), full_precision) for name in PAIR_NAMES]
-        writer.writerow(row + extra)
+        writer.writerow(row + extra + [rec.source or ""])
 
 
 def _fmt(x: float | None, full_precision: bool = False) -> str:
@@ -137,4 +139,4 @@ def read_records(text: str, fmt: str) -> list[ScoreRecord]:
             })
     else:
         raise ValueError(f"unknown format {fmt!r}")
-    return [ScoreRecord(**{k: row.get(k) for k in (*BASE_FIELDS, "pairs")}) for row in rows]
+    return [ScoreRecord(**{k: row.get(k) for k in (*BASE_FIELDS, "pairs", *LATER_FIELDS)}) for row in rows]

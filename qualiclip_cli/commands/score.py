@@ -51,6 +51,10 @@ def score(
         qualiclip score shoot/ --sort -score      (a table, best first)
         qualiclip score library/ -o scores.csv    (csv, from the extension)
 
+    Camera RAW files (CR3, NEF, ARW, RAF, DNG...) are scored from the JPEG preview the camera embedded
+    (LibRaw's half-size development when there is none big enough); the source field says which. A RAW and a
+    JPEG of the same name are scored once, from the JPEG (--raw-pairs).
+
     Results go to stdout; progress and the summary to stderr. Exit code 0 when every file was scored,
     3 when some could not be read (they get status "error" rows), 1 on a fatal error or when there is no image
     to score (checked before the model loads), 2 on bad usage.

@@ -12,7 +12,9 @@ STATUS_ERROR = "error"
 
 # Field order of the machine formats (commands/formats.py). Changing it is a breaking change: document it in
 # the README.
-BASE_FIELDS = ("path", "score", "status", "error", "width", "height", "source")
+BASE_FIELDS = ("path", "score", "status", "error", "width", "height")
+#: Fields added since, written after everything else (machine formats only ever add fields at the end).
+LATER_FIELDS = ("source",)
 
 
 @dataclass
@@ -46,8 +48,8 @@ class ScoreRecord:
         return cls(path=path, score=None, status=STATUS_ERROR, error=reason, damaged=damaged)
 
     def to_dict(self, details: bool = False) -> dict:
-        """The documented fields, in order; `pairs` is null without ``details`` (present either way, so every
-        row has the same keys)."""
+        """The documented fields, in order, `LATER_FIELDS` last; `pairs` is null without ``details`` (present
+        either way, so every row has the same keys)."""
         row = {
             "path": self.path,
             "score": self.score,
@@ -55,7 +57,7 @@ class ScoreRecord:
             "error": self.error,
             "width": self.width,
             "height": self.height,
-            "source": self.source,
         }
         row["pairs"] = dict(self.pairs) if details and self.pairs is not None else None
+        row["source"] = self.source
         return row

@@ -276,7 +276,8 @@ def _decode_open_raw(path: Path, fd: int, max_side: int, draft: bool, max_pixels
             needed = min(max_side, half_long) if max_side > 0 else half_long
             preview_problem = None
             try:
-                thumb = raw.extract_thumb()
+                with _stderr_caught(said):  # LibRaw decodes some previews itself, and libjpeg may warn
+                    thumb = raw.extract_thumb()
             except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):
                 thumb = None
             except rawpy.LibRawError as exc:
@@ -459,11 +460,17 @@ def _stderr_caught(said: list[str]) -> Iterator[None]:
                 _sort_out(caught.read(), said)
 
 
+#: How the lines LibRaw (and the libjpeg inside it, decoding a preview) print begin, or what they contain.
+_LIBRAW_LINE_STARTS = (b"/proc/self/fd/", b"Corrupt JPEG data", b"Premature end of JPEG", b"Invalid JPEG", b"Bogus ",
+                       b"Unsupported JPEG", b"Improper call to JPEG")
+_LIBRAW_LINE_PARTS = (b": Unexpected end of file", b": Corrupt data")
+
+
 def _sort_out(text: bytes, said: list[str]) -> None:
     """LibRaw's lines into ``said``; the rest back to stderr."""
     passed_on = []
     for line in text.splitlines(keepends=True):
-        if line.startswith(b"/proc/self/fd/") or b": Unexpected end of file" in line or b": Corrupt data" in line:
+        if line.startswith(_LIBRAW_LINE_STARTS) or any(part in line for part in _LIBRAW_LINE_PARTS):
             message = line.decode("utf-8", "replace").strip()
             said.append(message.split(": ", 1)[-1] if ": " in message else message)
         else:
