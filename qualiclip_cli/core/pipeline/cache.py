@@ -30,12 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qualiclip_cli.core.records import ScoreRecord
+from qualiclip_cli.core.model.prompts import GROUPING_EMBEDDING
+from qualiclip_cli.core.records import TIME_SOURCES, ScoreRecord, Signals
 
+#: 3: the grouping signals (`signals` JSON, `embedding` float16 BLOB), NULL in rows migrated from 2.
 #: 2: paths as BLOBs (os.fsencode). 1: paths as TEXT (could not hold names that are not UTF-8); migrated.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-_COLUMNS = ("path", "weights", "identity", "size", "mtime_ns", "score", "pairs", "width", "height", "scored_at")
+_V2_COLUMNS = ("path", "weights", "identity", "size", "mtime_ns", "score", "pairs", "width", "height", "scored_at")
+#: Added by schema 3 (see `_migrate_from_v2`).
+_SIGNAL_COLUMNS = ("signals", "embedding")
+_COLUMNS = _V2_COLUMNS + _SIGNAL_COLUMNS
 
 _INSERT = "INSERT OR REPLACE INTO {name} VALUES (" + ", ".join("?" * len(_COLUMNS)) + ")"
 
@@ -51,6 +56,8 @@ CREATE TABLE {name} (
     width     INTEGER NOT NULL,
     height    INTEGER NOT NULL,
     scored_at REAL    NOT NULL,
+    signals   TEXT,
+    embedding BLOB,
     PRIMARY KEY (path, weights, identity)
 )
 """
@@ -216,6 +223,8 @@ class ResultsCache:
                 conn.execute(_TABLE.format(name="results"))
             elif version == 1 and tables == {"results"}:
                 _migrate_from_v1(conn)
+            elif version == 2 and tables == {"results"}:
+                _migrate_from_v2(conn)
             elif version != SCHEMA_VERSION:
                 raise _Damaged(f"not a qualiclip results cache (schema {version}, tables {sorted(tables)})")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -301,12 +310,14 @@ class ResultsCache:
 
     # ------------------------------------------------------------------ rows
 
-    def lookup(self, file: FileIdentity, display_path: str) -> ScoreRecord | None:
+    def lookup(self, file: FileIdentity, display_path: str, need_signals: bool = False) -> ScoreRecord | None:
+        """The cached record of ``file``, None on a miss. With ``need_signals`` a row without grouping signals
+        (one stored before schema 3, or of another embedding kind) is a miss too: scored again, it gets them."""
         if self._conn is None:
             return None
         try:
             row = self._conn.execute(
-                "SELECT size, mtime_ns, score, pairs, width, height FROM results "
+                "SELECT size, mtime_ns, score, pairs, width, height, signals, embedding FROM results "
                 "WHERE path = ? AND weights = ? AND identity = ?",
                 (file.key, self.weights_sha, self.identity),
             ).fetchone()
@@ -322,7 +333,11 @@ class ResultsCache:
             return None  # an unreadable row is a miss: the file is scored again and the row replaced
         if not math.isfinite(score):
             return None
-        return ScoreRecord(path=display_path, score=score, pairs=pairs, width=row[4], height=row[5], cached=True)
+        signals = _signals_of(row[6], row[7])
+        if signals is None and need_signals:
+            return None
+        return ScoreRecord(path=display_path, score=score, pairs=pairs, width=row[4], height=row[5], cached=True,
+                           signals=signals)
 
     def store(self, file: FileIdentity, record: ScoreRecord) -> None:
         """Queue a result; queued rows are written in one short transaction every few rows or seconds."""
@@ -333,6 +348,7 @@ class ResultsCache:
         self._rows.append((
             file.key, self.weights_sha, self.identity, file.size, file.mtime_ns, float(record.score),
             json.dumps(record.pairs or {}), int(record.width or 0), int(record.height or 0), time.time(),
+            *_signal_values(record.signals),
         ))
         if len(self._rows) >= self.commit_every or time.monotonic() - self._last_flush > self.commit_seconds:
             self.flush()
@@ -397,8 +413,43 @@ def _migrate_from_v1(conn: sqlite3.Connection) -> None:
     """Schema 1 kept paths as TEXT; rewrite its rows with the paths as file-system bytes (in the caller's
     transaction). Every schema-1 path was valid UTF-8 text (the others could not be stored), so none is lost."""
     conn.execute(_TABLE.format(name="results_v2"))
-    rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM results").fetchall()
+    rows = conn.execute(f"SELECT {', '.join(_V2_COLUMNS)} FROM results").fetchall()
+    missing = (None,) * len(_SIGNAL_COLUMNS)
     conn.executemany(_INSERT.format(name="results_v2"),
-                     [(os.fsencode(row[0]) if isinstance(row[0], str) else row[0], *row[1:]) for row in rows])
+                     [(os.fsencode(row[0]) if isinstance(row[0], str) else row[0], *row[1:], *missing) for row in rows])
     conn.execute("DROP TABLE results")
     conn.execute("ALTER TABLE results_v2 RENAME TO results")
+
+
+def _migrate_from_v2(conn: sqlite3.Connection) -> None:
+    """Schema 3 adds the grouping signals; schema-2 rows keep their scores and lack the signals (NULL): a run
+    that groups scores those files again, which stores them (in the caller's transaction)."""
+    conn.execute("ALTER TABLE results ADD COLUMN signals TEXT")
+    conn.execute("ALTER TABLE results ADD COLUMN embedding BLOB")
+
+
+def _signal_values(signals: Signals | None) -> tuple[str | None, bytes | None]:
+    """The two signal columns of a row: JSON of the capture fields (with the embedding kind), the embedding."""
+    if signals is None:
+        return None, None
+    return json.dumps({
+        "capture_time": signals.capture_time, "capture_text": signals.capture_text,
+        "time_source": signals.time_source, "camera": signals.camera, "exposure_bias": signals.exposure_bias,
+        "embedding_kind": GROUPING_EMBEDDING,
+    }), bytes(signals.embedding)
+
+
+def _signals_of(text: str | None, embedding: bytes | None) -> Signals | None:
+    """The signals of a row; None when it has none, of another embedding kind, or they cannot be read."""
+    if text is None or embedding is None or len(embedding) % 2:
+        return None
+    try:
+        values = json.loads(text)
+        if values.get("embedding_kind") != GROUPING_EMBEDDING or values.get("time_source") not in TIME_SOURCES:
+            return None
+        bias = values.get("exposure_bias")
+        signals = Signals(float(values["capture_time"]), str(values["capture_text"]), values["time_source"],
+                          str(values["camera"]), None if bias is None else float(bias), bytes(embedding))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+    return signals if math.isfinite(signals.capture_time) else None
