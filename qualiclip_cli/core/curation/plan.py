@@ -241,8 +241,10 @@ def _normal_roots(roots: Iterable[str | os.PathLike]) -> list[Path]:
 
 def plan_cull(records: Iterable[ScoreRecord], criteria: CullCriteria, action: str = "move",
               roots: Iterable[str | os.PathLike] = (), quarantine_dir: str | os.PathLike | None = None,
-              with_siblings: bool = True, on_collision: str = "number") -> Plan:
-    """Plan a cull of the records selected by `criteria` (worst first).
+              with_siblings: bool = True, on_collision: str = "number",
+              selection: Sequence[ScoreRecord] | None = None) -> Plan:
+    """Plan a cull of the records selected by `criteria` (worst first), or of ``selection`` when given (e.g.
+    `groups.select_per_group`'s, made with the same criteria).
 
     action: "list" (report only), "move" or "copy" into the quarantine (layout in the module docstring),
     or "trash" (system trash). Sidecars and RAW siblings go with their photo unless with_siblings=False.
@@ -257,7 +259,7 @@ def plan_cull(records: Iterable[ScoreRecord], criteria: CullCriteria, action: st
     planner = _Planner(plan, records, with_siblings)
     quarantine = _abs(quarantine_dir) if quarantine_dir is not None else None
     selected = []
-    for rec in select_for_cull(records, criteria):
+    for rec in select_for_cull(records, criteria) if selection is None else selection:
         photo = _abs(rec.path)
         root = _root_of(photo, root_list)
         bin_dir = quarantine if quarantine is not None else root / QUARANTINE_DIRNAME
