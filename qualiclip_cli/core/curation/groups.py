@@ -250,3 +250,14 @@ def grouped_order(records: Sequence[ScoreRecord], groups: Sequence[GroupInfo | N
     for group in sorted(members, key=lambda k: (first[k], k)):
         out += [rec for _, rec in sorted(members[group], key=lambda m: m[0])]
     return out + rest
+
+
+def group_keywords(records: Sequence[ScoreRecord], groups: Sequence[GroupInfo | None]) -> dict[int, tuple[str, ...]]:
+    """What `tag --per-group` writes (id(record) -> keywords): ``qualiclip|group|<id>`` for each photo of a group
+    of two or more, ``qualiclip|best`` for its best, ``qualiclip|bracket`` for an exposure bracket's frames."""
+    out = {}
+    for rec, g in zip(records, groups):
+        if g is not None and g.size > 1:
+            out[id(rec)] = (f"qualiclip|group|{g.group}",) + (("qualiclip|best",) if g.best else ()) + (
+                ("qualiclip|bracket",) if g.bracket else ())
+    return out
