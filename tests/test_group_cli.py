@@ -10,7 +10,7 @@ from PIL import Image, ImageEnhance
 from cli_support import jsonl_rows, natural_image, run_cli
 from curation_support import snapshot
 
-ANY_PICTURE = ("--burst-similarity", "-1", "--scene-similarity", "-1")
+ANY_PICTURE = ("--burst-sim", "-1", "--scene-sim", "-1")
 
 
 def _photo(path, date=None, camera=("Canon", "EOS R5"), bias=None, brightness=1.0, name="astronaut"):

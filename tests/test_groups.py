@@ -147,7 +147,7 @@ def test_similarity_decides_within_the_burst_gap_and_the_stricter_one_within_the
 def test_options_are_checked():
     with pytest.raises(UsageError, match="--burst-gap"):
         GroupOptions(burst_gap=-1)
-    with pytest.raises(UsageError, match="--scene-similarity"):
+    with pytest.raises(UsageError, match="--scene-sim"):
         GroupOptions(scene_similarity=1.5)
 
 

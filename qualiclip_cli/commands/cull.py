@@ -28,9 +28,10 @@ def cull(
     by: opt.By = "score",
     per_group: Annotated[
         bool,
-        typer.Option("--per-group", help="Apply --keep-top / --bottom-percent within each group of `qualiclip group` "
-                                         "(bursts, near-duplicates) instead of over all photos; single photos are "
-                                         "kept unless --below selects them; exposure brackets are never culled."),
+        typer.Option("--per-group", help="Apply the keep-top or bottom-percent cut within each burst "
+                                         "group (as qualiclip group makes them) instead of over all photos; single "
+                                         "photos are kept unless --below selects them; exposure brackets are never "
+                                         "culled."),
     ] = False,
     burst_gap: opt.BurstGap = opt.GROUPING.burst_gap,
     burst_similarity: opt.BurstSimilarity = opt.GROUPING.burst_similarity,

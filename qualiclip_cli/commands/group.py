@@ -54,7 +54,7 @@ def group(
 
         qualiclip group shoot/                      (a table: each group together, best first)
         qualiclip group shoot/ -o groups.csv        (csv with group, rank_in_group, best, margin, ...)
-        qualiclip group shoot/ --burst-gap 1 --burst-similarity 0.85
+        qualiclip group shoot/ --burst-gap 1 --burst-sim 0.85
 
     Photos are scored as by `qualiclip score` (the results cache keeps what grouping needs: a scored library
     is grouped without decoding anything). Frames of one camera whose capture times (EXIF, else the file's

@@ -85,20 +85,20 @@ FullPrecision = Annotated[
 # The grouping thresholds (score --groups, group, cull --per-group, tag --per-group); defaults in core.curation.groups,
 # declared by each command as `= opt.GROUPING.burst_gap` etc.
 GROUPING = GroupOptions()
-BurstGap = Annotated[float, typer.Option("--burst-gap", min=0, help="Seconds between two frames of one burst.")]
+BurstGap = Annotated[float, typer.Option("--burst-gap", help="Seconds between two frames of one burst.")]
 BurstSimilarity = Annotated[
-    float, typer.Option("--burst-similarity", min=-1, max=1, help="Least embedding similarity (cosine) of two "
-                        "frames within --burst-gap to be one burst (provisional, see the README).")
+    float, typer.Option("--burst-sim", help="Least embedding similarity (cosine) of two "
+                        "frames within the burst gap to be one burst (provisional, see the README).")
 ]
-SceneGap = Annotated[float, typer.Option("--scene-gap", min=0, help="Seconds between two frames of one scene.")]
+SceneGap = Annotated[float, typer.Option("--scene-gap", help="Seconds between two frames of one scene.")]
 SceneSimilarity = Annotated[
-    float, typer.Option("--scene-similarity", min=-1, max=1, help="Least similarity of two frames within "
-                        "--scene-gap to be one scene (stricter than --burst-similarity; provisional).")
+    float, typer.Option("--scene-sim", help="Least similarity of two frames within the "
+                        "scene gap to be one scene (stricter than the burst similarity; provisional).")
 ]
-MaxSpan = Annotated[float, typer.Option("--max-span", min=0, help="Seconds a group may span at most, first to last frame.")]
+MaxSpan = Annotated[float, typer.Option("--max-span", help="Seconds a group may span at most, first to last frame.")]
 SplitSpan = Annotated[
-    float, typer.Option("--split-span", min=0, help="A group spanning longer is cut at each link weaker than "
-                        "--scene-similarity.")
+    float, typer.Option("--split-span", help="Seconds after which a group is cut at each link "
+                        "weaker than the scene similarity.")
 ]
 
 

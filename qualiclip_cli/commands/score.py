@@ -21,7 +21,7 @@ def score(
     details: Annotated[bool, typer.Option("--details", help="Include the 7 sub-scores (pair probabilities).")] = False,
     full_precision: opt.FullPrecision = False,
     sort: Annotated[ScoreSort, typer.Option("--sort", help="path; -score: best first, the ranking `qualiclip sort` prints (equal scores by path); score: worst first, its exact reverse.")] = "path",
-    with_groups: Annotated[bool, typer.Option("--groups", help="Also the group columns of `qualiclip group` (group, group_size, rank_in_group, best, margin, bracket, capture_time, time_source), with its thresholds.")] = False,
+    with_groups: Annotated[bool, typer.Option("--groups", help="Also the group columns of qualiclip group (group, group size, rank in group, best, margin, bracket, capture time, time source), with its thresholds.")] = False,
     burst_gap: opt.BurstGap = opt.GROUPING.burst_gap,
     burst_similarity: opt.BurstSimilarity = opt.GROUPING.burst_similarity,
     scene_gap: opt.SceneGap = opt.GROUPING.scene_gap,

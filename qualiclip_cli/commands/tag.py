@@ -53,10 +53,10 @@ def tag(
     ] = False,
     per_group: Annotated[
         bool,
-        typer.Option("--per-group", help="Also write each photo's group of `qualiclip group` as keywords: "
-                                         "qualiclip|group|<id>, and qualiclip|best for the best of each group "
-                                         "(qualiclip|bracket for exposure brackets); the keywords are replaced on "
-                                         "each such run, yours are kept."),
+        typer.Option("--per-group", help="Also write each photo's burst group as keywords (its "
+                                         "group's id, and whether it is the best of its group or in an exposure "
+                                         "bracket, under a qualiclip keyword); ours are replaced on each such run, "
+                                         "yours are kept."),
     ] = False,
     burst_gap: opt.BurstGap = opt.GROUPING.burst_gap,
     burst_similarity: opt.BurstSimilarity = opt.GROUPING.burst_similarity,

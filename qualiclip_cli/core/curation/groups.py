@@ -58,10 +58,10 @@ class GroupOptions:
             value = getattr(self, name)
             if not _number(value) or value < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be a number of seconds >= 0, got {value!r}")
-        for name in ("burst_similarity", "scene_similarity"):
+        for name, option in (("burst_similarity", "--burst-sim"), ("scene_similarity", "--scene-sim")):
             value = getattr(self, name)
             if not _number(value) or not -1 <= value <= 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be a cosine similarity in [-1, 1], got {value!r}")
+                raise UsageError(f"{option} must be a cosine similarity in [-1, 1], got {value!r}")
 
 
 @dataclass(frozen=True)
