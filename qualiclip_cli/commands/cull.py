@@ -26,6 +26,19 @@ def cull(
                                           "image. Alone: only them; with --below etc.: those and the low scorers."),
     ] = False,
     by: opt.By = "score",
+    per_group: Annotated[
+        bool,
+        typer.Option("--per-group", help="Apply the keep-top or bottom-percent cut within each burst "
+                                         "group (as qualiclip group makes them) instead of over all photos; single "
+                                         "photos are kept unless --below selects them; exposure brackets are never "
+                                         "culled."),
+    ] = False,
+    burst_gap: opt.BurstGap = opt.GROUPING.burst_gap,
+    burst_similarity: opt.BurstSimilarity = opt.GROUPING.burst_similarity,
+    scene_gap: opt.SceneGap = opt.GROUPING.scene_gap,
+    scene_similarity: opt.SceneSimilarity = opt.GROUPING.scene_similarity,
+    max_span: opt.MaxSpan = opt.GROUPING.max_span,
+    split_span: opt.SplitSpan = opt.GROUPING.split_span,
     action: Annotated[
         Optional[CullAction],
         typer.Option("--action", "-a", help="list, move (into the quarantine folder), copy (into it) or trash (the system "
@@ -68,10 +81,12 @@ def cull(
 
         qualiclip cull shoot/ --below 0.35 --dry-run    # the plan; nothing changes
         qualiclip cull shoot/ --below 0.35 --action move  # into shoot/_rejected/
+        qualiclip cull shoot/ --per-group --keep-top 1    # the best frame of every burst stays
 
     Give --below, --keep-top or --bottom-percent (--below combines with either: a photo is culled only if all
     given criteria select it), and/or --unreadable (broken files, which have no score). --by sharpness (or any
-    sub-score) makes the score criteria look at that sub-score. Sidecars and RAW+JPEG siblings go with their
+    sub-score) makes the score criteria look at that sub-score. With --per-group they apply within each group
+    of `qualiclip group` (its --burst-gap etc. thresholds). Sidecars and RAW+JPEG siblings go with their
     photo, all of them or none.
     Photos that are symbolic links are left in place. Nothing is ever deleted or overwritten; every change is
     journaled: `qualiclip undo` puts it back. Folders named _rejected (the quarantine) are not walked, so a
@@ -94,11 +109,17 @@ def cull(
 
     if action in ("move", "copy") and to is None:
         refuse_linked_quarantine(paths)  # before scoring: a symlinked _rejected would send rejects elsewhere
+    grouping = opt.group_options(locals())
     choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
-    scoring = run_scoring(choices, skip_under=[to] if to is not None else [])
+    scoring = run_scoring(choices, skip_under=[to] if to is not None else [], signals=per_group)
     summarise(scoring.records, scoring.elapsed, scoring.skipped)
+    selection = None
+    if per_group:
+        from qualiclip_cli.core.curation.groups import group_records, select_per_group
+
+        selection = select_per_group(scoring.records, group_records(scoring.records, grouping), criteria)
     plan = plan_cull(scoring.records, criteria, action=action, roots=paths, quarantine_dir=to,
-                     with_siblings=with_siblings, on_collision=on_collision)
+                     with_siblings=with_siblings, on_collision=on_collision, selection=selection)
     # A broken file culled as asked is no failure of this run (one left out or failing to move still is).
     records = [r for r in scoring.records if not (unreadable and r.damaged)]
     code = pr.carry_out(plan, records=records, action=action, command="cull",

@@ -66,42 +66,78 @@ def write_rows(rows: Iterable[dict], fmt: str, out: TextIO, full_precision: bool
         raise ValueError(f"unknown JSON format {fmt!r}")
 
 
-def score_rows(records: Iterable[ScoreRecord], details: bool = False, provenance: Mapping[str, str] | None = None):
+#: The fields `group` and `score --groups` add at the end (after `source`; csv: the last columns).
+GROUP_FIELDS = ("group", "group_size", "rank_in_group", "best", "margin", "bracket", "capture_time", "time_source")
+
+
+def group_fields(rec: ScoreRecord, groups: Mapping[int, object]) -> dict:
+    """The `GROUP_FIELDS` of one record; ``groups`` maps id(record) to its `groups.GroupInfo` (absent: none)."""
+    g = groups.get(id(rec))
+    signals = rec.signals
+    return {
+        "group": g.group if g else None, "group_size": g.size if g else None, "rank_in_group": g.rank if g else None,
+        "best": g.best if g else None, "margin": g.margin if g else None, "bracket": g.bracket if g else None,
+        "capture_time": signals.capture_text if signals else None,
+        "time_source": signals.time_source if signals else None,
+    }
+
+
+def score_rows(records: Iterable[ScoreRecord], details: bool = False, provenance: Mapping[str, str] | None = None,
+               groups: Mapping[int, object] | None = None):
     """The jsonl/json objects of score records: the documented fields, `pairs` (null without ``details``), the
-    provenance fields when given, then the fields added since (`records.LATER_FIELDS`: `source`)."""
+    provenance fields when given, the fields added since (`records.LATER_FIELDS`: `source`), then the group
+    fields with ``groups`` (see `group_fields`). New fields only ever come at the end."""
     extra = {name: (provenance or {}).get(name) for name in PROVENANCE_FIELDS} if provenance is not None else {}
     for rec in records:
         row = rec.to_dict(details)
         later = {name: row.pop(name) for name in LATER_FIELDS}
-        yield {**row, **extra, **later}
+        yield {**row, **extra, **later, **(group_fields(rec, groups) if groups is not None else {})}
 
 
 def write_jsonl(records: Iterable[ScoreRecord], out: TextIO, details: bool = False,
-                provenance: Mapping[str, str] | None = None, full_precision: bool = False) -> None:
-    write_rows(score_rows(records, details, provenance), "jsonl", out, full_precision)
+                provenance: Mapping[str, str] | None = None, full_precision: bool = False,
+                groups: Mapping[int, object] | None = None) -> None:
+    write_rows(score_rows(records, details, provenance, groups), "jsonl", out, full_precision)
 
 
 def write_json(records: Iterable[ScoreRecord], out: TextIO, details: bool = False,
-               provenance: Mapping[str, str] | None = None, full_precision: bool = False) -> None:
-    write_rows(score_rows(records, details, provenance), "json", out, full_precision)
+               provenance: Mapping[str, str] | None = None, full_precision: bool = False,
+               groups: Mapping[int, object] | None = None) -> None:
+    write_rows(score_rows(records, details, provenance, groups), "json", out, full_precision)
 
 
-def csv_header(details: bool = False, provenance: bool = False) -> list[str]:
+def csv_header(details: bool = False, provenance: bool = False, groups: bool = False) -> list[str]:
     return (list(BASE_FIELDS) + ([f"pair_{name}" for name in PAIR_NAMES] if details else [])
-            + (list(PROVENANCE_FIELDS) if provenance else []) + list(LATER_FIELDS))
+            + (list(PROVENANCE_FIELDS) if provenance else []) + list(LATER_FIELDS)
+            + (list(GROUP_FIELDS) if groups else []))
 
 
 def write_csv(records: Iterable[ScoreRecord], out: TextIO, details: bool = False,
-              provenance: Mapping[str, str] | None = None, full_precision: bool = False) -> None:
+              provenance: Mapping[str, str] | None = None, full_precision: bool = False,
+              groups: Mapping[int, object] | None = None) -> None:
     writer = csv.writer(machine_stream(out), lineterminator="\n")
-    writer.writerow(csv_header(details, provenance is not None))
+    writer.writerow(csv_header(details, provenance is not None, groups is not None))
     extra = [csv_cell(str(provenance.get(name) or "")) for name in PROVENANCE_FIELDS] if provenance is not None else []
     for rec in records:
         row = [csv_cell(rec.path), _fmt(rec.score, full_precision), rec.status, csv_cell(rec.error or ""),
                _int(rec.width), _int(rec.height)]
         if details:
             row += [_fmt((rec.pairs or {}).get(name), full_precision) for name in PAIR_NAMES]
-        writer.writerow(row + extra + [rec.source or ""])
+        row += extra + [rec.source or ""]
+        if groups is not None:
+            row += [_cell(value, full_precision) for value in group_fields(rec, groups).values()]
+        writer.writerow(row)
+
+
+def _cell(value, full_precision: bool = False) -> str:
+    """A group field as a csv cell: empty for null, true/false for booleans (as in JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _fmt(value, full_precision)
+    return csv_cell(str(value))
 
 
 def _fmt(x: float | None, full_precision: bool = False) -> str:

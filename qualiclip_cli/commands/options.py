@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from qualiclip_cli.core.curation.groups import GroupOptions
 from qualiclip_cli.core.curation.selection import ScoreKey
 from qualiclip_cli.core.images.discovery import RawPairs as RawPairsChoice
 from qualiclip_cli.core.model.runtime import Precision as PrecisionChoice
@@ -86,6 +87,33 @@ FullPrecision = Annotated[
     typer.Option("--full-precision", help="Write scores with every digit in csv/jsonl/json \\[default: rounded to 6 "
                  "significant digits]."),
 ]
+
+
+# The grouping thresholds (score --groups, group, cull --per-group, tag --per-group); defaults in core.curation.groups,
+# declared by each command as `= opt.GROUPING.burst_gap` etc.
+GROUPING = GroupOptions()
+BurstGap = Annotated[float, typer.Option("--burst-gap", help="Seconds between two frames of one burst.")]
+BurstSimilarity = Annotated[
+    float, typer.Option("--burst-sim", help="Least embedding similarity (cosine) of two "
+                        "frames within the burst gap to be one burst (provisional, see the README).")
+]
+SceneGap = Annotated[float, typer.Option("--scene-gap", help="Seconds between two frames of one scene.")]
+SceneSimilarity = Annotated[
+    float, typer.Option("--scene-sim", help="Least similarity of two frames within the "
+                        "scene gap to be one scene (stricter than the burst similarity; provisional).")
+]
+MaxSpan = Annotated[float, typer.Option("--max-span", help="Seconds a group may span at most, first to last frame.")]
+SplitSpan = Annotated[
+    float, typer.Option("--split-span", help="Seconds after which a group is cut at each link "
+                        "weaker than the scene similarity.")
+]
+
+
+def group_options(values: dict):
+    """The grouping thresholds of a command's parameters (pass `locals()`): `groups.GroupOptions`."""
+    return GroupOptions(burst_gap=values["burst_gap"], burst_similarity=values["burst_similarity"],
+                        scene_gap=values["scene_gap"], scene_similarity=values["scene_similarity"],
+                        max_span=values["max_span"], split_span=values["split_span"])
 
 
 def _set_quiet(value: bool) -> bool:
@@ -242,11 +270,12 @@ class ScoringChoices:
         kwargs["exclude"] = exclude + [e for e in extra_exclude if e not in exclude]
         return cls(**kwargs)
 
-    def score_options(self):
-        """The scoring options the core takes (`ScoreOptions`)."""
+    def score_options(self, signals: bool = False):
+        """The scoring options the core takes (`ScoreOptions`); ``signals``: every record needs its grouping
+        signals (a cached score without them is computed again)."""
         from qualiclip_cli.core.pipeline.options import ScoreOptions
 
-        return ScoreOptions(
+        return ScoreOptions(signals=signals,
             max_side=parse_max_side(self.max_side), draft=self.jpeg_draft, batch_size=self.batch_size,
             device=self.device, precision=self.precision, workers=self.workers, use_cache=not self.no_cache,
             rescore=self.rescore, max_pixels=self.max_pixels, decoder=self.decoder,

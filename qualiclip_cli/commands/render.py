@@ -42,13 +42,15 @@ PAIR_HEADERS = {"overall": "ovrl", "sharpness": "shrp", "edges": "edge", "resolu
 MIN_PATH_WIDTH = 16
 
 
-def records_table(records: Iterable, details: bool = False, width: int | None = None) -> Table:
+def records_table(records: Iterable, details: bool = False, width: int | None = None, groups=None) -> Table:
     """One row per record: the score with 4 decimals (as the plans show it), the sub-scores with 2 (the machine
     formats carry them in full), under short headers (`PAIR_HEADERS`), and, when a RAW is among them, where each
     one's pixels came from (`source`). Names are shown escaped
     (`core.names.display`): one row is one line of text, and nothing in a name is read as markup or reaches the
     terminal as a control character. With `width` (a terminal's), paths too long for what the other columns
-    leave are shortened from the left ("…/shoot/IMG_0042.jpg"), so each photo's file name stays readable."""
+    leave are shortened from the left ("…/shoot/IMG_0042.jpg"), so each photo's file name stays readable.
+    ``groups`` (id(record) -> `groups.GroupInfo`): a group column, named on each group's first row, and each
+    photo's rank in it ("1/4 best", "2/4", "bracket" for an exposure bracket's frames) with the best's margin."""
     from rich.cells import cell_len
 
     from qualiclip_cli.core.names import display
@@ -58,6 +60,7 @@ def records_table(records: Iterable, details: bool = False, width: int | None = 
     # Where the pixels came from, shown once a RAW is among the rows (its preview, or its development).
     sources = any(rec.source not in (None, "file") for rec in records)
     rows = []
+    previous = None
     for rec in records:
         if rec.ok:
             row = [f"{rec.score:.4f}"]
@@ -68,11 +71,18 @@ def records_table(records: Iterable, details: bool = False, width: int | None = 
         else:
             row = (["—"] + (["—"] * len(PAIR_NAMES) if details else []) + (["—"] if sources else [])
                    + [f"[red]error[/]: {markup_safe(rec.error)}"])
+        if groups is not None:
+            row = _group_cells(groups.get(id(rec)), previous) + row
+            previous = groups.get(id(rec))
         rows.append((display(rec.path), row))
 
     def build(paths: list[str], measuring: bool = False, path_width: int | None = None) -> Table:
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, padding=(0, 1, 0, 0))
         table.add_column("path", overflow="fold", width=path_width)  # a long error folds, not the path
+        if groups is not None:
+            table.add_column("group")
+            table.add_column("rank")
+            table.add_column("margin", justify="right")
         table.add_column("score", justify="right")
         if details:
             for name in PAIR_NAMES:
@@ -95,6 +105,18 @@ def records_table(records: Iterable, details: bool = False, width: int | None = 
     return build(paths)
 
 
+def _group_cells(info, previous) -> list[str]:
+    """group, rank, margin cells of one row; the group id only where a new group starts."""
+    if info is None:
+        return ["—", "", ""]
+    rank = f"{info.rank}/{info.size}" + (" best" if info.best and info.size > 1 else "")
+    if info.bracket:
+        rank += " bracket"
+    margin = f"+{info.margin:.4f}" if info.best and info.margin is not None else ""
+    same = previous is not None and previous.group == info.group
+    return ["" if same else info.group, rank, margin]
+
+
 def shorten_left(text: str, width: int) -> str:
     """`text` in at most `width` terminal cells, its beginning replaced by "…" when it is longer (the end of a
     path, the file name, is what tells photos apart)."""
@@ -111,14 +133,16 @@ def shorten_left(text: str, width: int) -> str:
 
 
 def write_records(records: list, fmt: str, out: TextIO, details: bool, **machine) -> None:
-    """``machine``: options of the machine formats' writers (`formats.WRITERS`: provenance, full_precision)."""
+    """``machine``: options of the machine formats' writers (`formats.WRITERS`: provenance, full_precision,
+    groups); the table takes ``groups`` too."""
     from qualiclip_cli.commands.formats import WRITERS
 
     if fmt == "text":
         from qualiclip_cli.commands.console import stdout, stdout_is_terminal
 
         width = stdout().width if out is sys.stdout and stdout_is_terminal() else None
-        print_table(records_table(records, details, width), None if out is sys.stdout else out)
+        table = records_table(records, details, width, groups=machine.get("groups"))
+        print_table(table, None if out is sys.stdout else out)
     else:
         WRITERS[fmt](records, out, details=details, **machine)
 

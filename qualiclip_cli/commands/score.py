@@ -21,6 +21,13 @@ def score(
     details: Annotated[bool, typer.Option("--details", help="Include the 7 sub-scores (pair probabilities).")] = False,
     full_precision: opt.FullPrecision = False,
     sort: Annotated[ScoreSort, typer.Option("--sort", help="path; -score: best first, the ranking `qualiclip sort` prints (equal scores by path); score: worst first, its exact reverse.")] = "path",
+    with_groups: Annotated[bool, typer.Option("--groups", help="Also the group columns of qualiclip group (group, group size, rank in group, best, margin, bracket, capture time, time source), with its thresholds.")] = False,
+    burst_gap: opt.BurstGap = opt.GROUPING.burst_gap,
+    burst_similarity: opt.BurstSimilarity = opt.GROUPING.burst_similarity,
+    scene_gap: opt.SceneGap = opt.GROUPING.scene_gap,
+    scene_similarity: opt.SceneSimilarity = opt.GROUPING.scene_similarity,
+    max_span: opt.MaxSpan = opt.GROUPING.max_span,
+    split_span: opt.SplitSpan = opt.GROUPING.split_span,
     files_from: opt.FilesFrom = None,
     null: opt.Null = False,
     recursive: opt.Recursive = True,
@@ -50,6 +57,7 @@ def score(
 
         qualiclip score shoot/ --sort -score      (a table, best first)
         qualiclip score library/ -o scores.csv    (csv, from the extension)
+        qualiclip score shoot/ --groups -f jsonl  (with each photo's burst group, as `qualiclip group`)
 
     Camera RAW files (CR3, NEF, ARW, RAF, DNG...) are scored from the JPEG preview the camera embedded
     (LibRaw's half-size development when there is none big enough); the source field says which. A RAW and a
@@ -63,13 +71,18 @@ def score(
     from qualiclip_cli.commands.scoring import run_scoring, summarise
 
     requested, fmt = fmt, choose_format(fmt, output)
+    grouping = opt.group_options(locals())
     paths = opt.input_paths(paths, files_from, null)
     choices = opt.ScoringChoices.from_params(locals())
-    run = run_scoring(choices)
+    run = run_scoring(choices, signals=with_groups)
     records, elapsed = run.records, run.elapsed
-    records = sort_records(records, sort)
     machine = {"provenance": {"weights_sha256": run.weights_sha256, "identity": run.identity},
                "full_precision": full_precision}
+    if with_groups:
+        from qualiclip_cli.core.curation.groups import group_records
+
+        machine["groups"] = {id(r): g for r, g in zip(records, group_records(records, grouping)) if g is not None}
+    records = sort_records(records, sort)
     if output is not None:
         write_output_file(output, records, fmt, details, **machine)
         _say_format(output, fmt, requested)

@@ -13,11 +13,12 @@ if TYPE_CHECKING:
     from qualiclip_cli.core.pipeline.run import ScoringRun
 
 
-def run_scoring(choices: ScoringChoices, skip_under: Sequence[Path] = ()) -> ScoringRun:
+def run_scoring(choices: ScoringChoices, skip_under: Sequence[Path] = (), signals: bool = False) -> ScoringRun:
     """Walk, resolve weights, score; progress and per-file warnings on stderr. Files found under any folder in
     `skip_under` (e.g. the quarantine) are left out before scoring. A walk that finds no image is an error
     (exit 1) before the weights are looked for; paths the walk could not use are warned about before the model
-    loads, once (their error rows are not warned about again)."""
+    loads, once (their error rows are not warned about again). ``signals``: the run groups (see
+    `ScoringChoices.score_options`)."""
     import contextlib
 
     from qualiclip_cli.commands.weights_progress import announce_download, download_bar
@@ -43,7 +44,7 @@ def run_scoring(choices: ScoringChoices, skip_under: Sequence[Path] = ()) -> Sco
                 warn(f"{record.path}: {record.error}")
 
         return score_paths(
-            choices.paths, walk=choices.walk(), options=choices.score_options(), weights=choices.weights,
+            choices.paths, walk=choices.walk(), options=choices.score_options(signals), weights=choices.weights,
             offline=choices.offline, skip_under=skip_under, on_start=on_start,
             on_record=on_record, on_download_start=announce_download, on_download_progress=on_bytes,
             on_warning=warn, on_walk_problem=on_walk_problem,

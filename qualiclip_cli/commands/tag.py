@@ -51,6 +51,19 @@ def tag(
                      help="Also rewrite sidecars that are read-only (no write permission, e.g. chmod 444), keeping "
                           "their permissions; without it they are left untouched and reported (exit 3)."),
     ] = False,
+    per_group: Annotated[
+        bool,
+        typer.Option("--per-group", help="Also write each photo's burst group as keywords (its "
+                                         "group's id, and whether it is the best of its group or in an exposure "
+                                         "bracket, under a qualiclip keyword); ours are replaced on each such run, "
+                                         "yours are kept."),
+    ] = False,
+    burst_gap: opt.BurstGap = opt.GROUPING.burst_gap,
+    burst_similarity: opt.BurstSimilarity = opt.GROUPING.burst_similarity,
+    scene_gap: opt.SceneGap = opt.GROUPING.scene_gap,
+    scene_similarity: opt.SceneSimilarity = opt.GROUPING.scene_similarity,
+    max_span: opt.MaxSpan = opt.GROUPING.max_span,
+    split_span: opt.SplitSpan = opt.GROUPING.split_span,
     dry_run: pr.DryRun = False,
     fmt: pr.PlanFormat = "text",
     recursive: opt.Recursive = True,
@@ -82,6 +95,7 @@ def tag(
 
         qualiclip tag shoot/                                         # 1-5 stars in XMP sidecars
         qualiclip tag shoot/ --reject-below 0.3 --reject-label Red   # rating -1 and a red label below 0.3
+        qualiclip tag shoot/ --per-group                             # and keywords qualiclip|group|<id>, qualiclip|best
 
     Your own choices come first: a rating or label qualiclip did not write is kept (--overwrite-ratings,
     --overwrite-labels replace them); ratings qualiclip wrote earlier are updated. An existing sidecar in
@@ -116,13 +130,19 @@ def tag(
     for folder, run_id in curated:
         notes().print(f"qualiclip: note: not walking {pr.display_path(folder)} (photos put there by run {run_id})",
                        highlight=False, markup=False)
+    grouping = opt.group_options(locals())
     choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
-    scoring = run_scoring(choices, skip_under=[folder for folder, _ in curated])
+    scoring = run_scoring(choices, skip_under=[folder for folder, _ in curated], signals=per_group)
     summarise(scoring.records, scoring.elapsed, scoring.skipped)
+    keywords = None
+    if per_group:
+        from qualiclip_cli.core.curation.groups import group_keywords, group_records
+
+        keywords = group_keywords(scoring.records, group_records(scoring.records, grouping))
     plan = plan_tag(scoring.records, scoring.weights_sha256, scoring.identity, thresholds=thresholds,
                     reject_below=reject_below, reject_label=reject_label, naming=sidecar,
                     rewrite_read_only=rewrite_read_only, overwrite_ratings=overwrite_ratings,
-                    overwrite_labels=overwrite_labels)
+                    overwrite_labels=overwrite_labels, keywords=keywords)
     predicted = predict_failures(plan) if dry_run else {}
     code = pr.carry_out(plan, records=scoring.records, action="write_sidecar", command="tag",
                         argv=pr.invocation("tag", paths), dry_run=dry_run, fmt=fmt, predicted_failures=predicted)

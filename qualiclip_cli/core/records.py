@@ -38,6 +38,8 @@ class ScoreRecord:
     cached: bool = field(default=False, compare=False)
     # An error row whose file itself is broken (empty, truncated, undecodable): see errors.ImageError.damaged.
     damaged: bool = field(default=False, compare=False)
+    # What grouping needs (capture time, camera, embedding), when known: see `Signals`.
+    signals: Signals | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -61,3 +63,25 @@ class ScoreRecord:
         row["pairs"] = dict(self.pairs) if details and self.pairs is not None else None
         row["source"] = self.source
         return row
+
+
+TIME_SOURCES = ("exif", "mtime")
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What `group` needs of one scored photo, cached with its score so grouping decodes nothing.
+
+    capture_time: seconds, the sort key within one camera's stream (UTC when the EXIF time has an offset, or
+    from the file's mtime; the camera's wall clock read as UTC otherwise). capture_text: the same instant in
+    ISO 8601 as written in the machine formats. time_source: "exif" or "mtime". camera: "serial:<body serial>",
+    else "<make> <model>", else "" (unknown). exposure_bias: EXIF ExposureBiasValue in EV, None when absent.
+    embedding: the L2-normalised image embedding as little-endian float16 bytes.
+    """
+
+    capture_time: float
+    capture_text: str
+    time_source: str
+    camera: str
+    exposure_bias: float | None
+    embedding: bytes

@@ -31,7 +31,7 @@ the whole plan (CurationError) before anything moves: only a folder the user nam
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -242,8 +242,10 @@ def _normal_roots(roots: Iterable[str | os.PathLike]) -> list[Path]:
 
 def plan_cull(records: Iterable[ScoreRecord], criteria: CullCriteria, action: str = "move",
               roots: Iterable[str | os.PathLike] = (), quarantine_dir: str | os.PathLike | None = None,
-              with_siblings: bool = True, on_collision: str = "number") -> Plan:
-    """Plan a cull of the records selected by `criteria` (worst first).
+              with_siblings: bool = True, on_collision: str = "number",
+              selection: Sequence[ScoreRecord] | None = None) -> Plan:
+    """Plan a cull of the records selected by `criteria` (worst first), or of ``selection`` when given (e.g.
+    `groups.select_per_group`'s, made with the same criteria).
 
     action: "list" (report only), "move" or "copy" into the quarantine (layout in the module docstring),
     or "trash" (system trash). Sidecars and RAW siblings go with their photo unless with_siblings=False.
@@ -258,7 +260,7 @@ def plan_cull(records: Iterable[ScoreRecord], criteria: CullCriteria, action: st
     planner = _Planner(plan, records, with_siblings)
     quarantine = _abs(quarantine_dir) if quarantine_dir is not None else None
     selected = []
-    for rec in select_for_cull(records, criteria):
+    for rec in select_for_cull(records, criteria) if selection is None else selection:
         photo = _abs(rec.path)
         root = _root_of(photo, root_list)
         bin_dir = quarantine if quarantine is not None else root / QUARANTINE_DIRNAME
@@ -396,7 +398,8 @@ def plan_rank_prefix(records: Iterable[ScoreRecord], with_siblings: bool = True,
 def plan_tag(records: Iterable[ScoreRecord], weights_sha256: str, preprocessing: str,
              thresholds: Sequence[float] = DEFAULT_TIER_THRESHOLDS, reject_below: float | None = None,
              reject_label: str | None = None, naming: str = "adobe", rewrite_read_only: bool = False,
-             overwrite_ratings: bool = False, overwrite_labels: bool = False) -> Plan:
+             overwrite_ratings: bool = False, overwrite_labels: bool = False,
+             keywords: Mapping[int, tuple[str, ...]] | None = None) -> Plan:
     """Plan writing the XMP sidecars of each scored photo (see xmp.py for what is written and how it merges).
 
     Which sidecars: every existing one of the photo in either naming (IMG_1.xmp, IMG_1.jpg.xmp), or, when
@@ -410,7 +413,9 @@ def plan_tag(records: Iterable[ScoreRecord], weights_sha256: str, preprocessing:
     the rejects (rating -1) only. Photos whose sidecar another photo already uses (IMG_1.jpg and IMG_1.png with
     adobe naming) are left out after the first, and so are photos whose sidecar is read-only
     (xmp.is_read_only) unless `rewrite_read_only`. A sidecar that is a link, a FIFO, too large or malformed
-    fails when its operation runs (or is predicted to, in a dry run)."""
+    fails when its operation runs (or is predicted to, in a dry run). ``keywords`` (id(record) -> our keywords,
+    e.g. `groups.group_keywords`): written into the keyword bags, replacing our earlier ones (xmp.KEYWORD_BAGS);
+    a record it does not name gets none of ours."""
     bounds = validate_thresholds(thresholds)
     records = list(records)
     plan = Plan(command="tag")
@@ -433,7 +438,8 @@ def plan_tag(records: Iterable[ScoreRecord], weights_sha256: str, preprocessing:
                                preprocessing=preprocessing, pairs=rec.pairs,
                                label=reject_label if rating == xmp.REJECT_RATING else None,
                                overwrite_rating=overwrite_ratings, manage_label=reject_label is not None,
-                               overwrite_label=overwrite_labels)
+                               overwrite_label=overwrite_labels,
+                               keywords=None if keywords is None else tuple(keywords.get(id(rec), ())))
         for n, (source, sidecar) in enumerate(sidecars):
             if sidecar in used:
                 continue  # the RAW's sidecar, already written for another photo of the same stem

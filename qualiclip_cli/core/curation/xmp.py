@@ -62,6 +62,14 @@ QUALICLIP_PREFIX = "qualiclip"
 XMP_NS = "http://ns.adobe.com/xap/1.0/"
 RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 X_NS = "adobe:ns:meta/"
+DC_NS = "http://purl.org/dc/elements/1.1/"
+LR_NS = "http://ns.adobe.com/lightroom/1.0/"
+#: The keyword bags `tag --per-group` writes into (flat keywords, Lightroom/digiKam's keyword paths); entries
+#: starting with `KEYWORD_PREFIX` are ours: replaced by each run that writes keywords, the others always kept.
+KEYWORD_BAGS = (f"{{{DC_NS}}}subject", f"{{{LR_NS}}}hierarchicalSubject")
+KEYWORD_PREFIX = "qualiclip|"
+_BAG = f"{{{RDF_NS}}}Bag"
+_LI = f"{{{RDF_NS}}}li"
 
 REJECT_RATING = -1
 #: The largest sidecar read (real ones are a few KiB, a large darktable history some hundred KiB); larger files
@@ -122,6 +130,7 @@ class SidecarTags:
     overwrite_rating: bool = False
     manage_label: bool = False
     overwrite_label: bool = False
+    keywords: tuple[str, ...] | None = None  # ours (KEYWORD_PREFIX...), replacing our earlier ones; None: left alone
 
 
 @dataclass(frozen=True)
@@ -441,6 +450,8 @@ def merge_sidecar(existing: bytes | None, tags: SidecarTags, where: str = "sidec
         target = ET.SubElement(rdf, _DESCRIPTION, {_ABOUT: ""})
     for key, value in _our_properties(tags, plan):
         target.set(key, value)
+    if tags.keywords is not None:
+        _set_keywords(descriptions or [target], target, tags.keywords)
     with _NAMESPACE_LOCK:
         _register_defaults()
         for prefix, uri in namespaces:
@@ -453,9 +464,37 @@ def merge_sidecar(existing: bytes | None, tags: SidecarTags, where: str = "sidec
             _register_if_free(QUALICLIP_PREFIX, QUALICLIP_NS, namespaces)
         if not any(uri == XMP_NS for _, uri in namespaces):
             _register_if_free("xmp", XMP_NS, namespaces)
+        if tags.keywords is not None:
+            for prefix, uri in (("dc", DC_NS), ("lr", LR_NS)):
+                if not any(u == uri for _, u in namespaces):
+                    _register_if_free(prefix, uri, namespaces)
         body = ET.tostring(root, encoding="unicode")
     text = f'<?xml version="1.0" encoding="{encoding.declared}"?>\n' + body + "\n"
     return encoding.bom + text.encode(encoding.codec)
+
+
+def _set_keywords(descriptions: list[ET.Element], target: ET.Element, keywords: Sequence[str]) -> None:
+    """In each keyword bag (`KEYWORD_BAGS`): our earlier entries out, ``keywords`` in, every other entry kept.
+    A bag that is not there is added to ``target``; one of ours left empty is removed."""
+    for name in KEYWORD_BAGS:
+        found = [(desc, child) for desc in descriptions for child in desc if child.tag == name]
+        if not found:
+            if not keywords:
+                continue
+            element = ET.SubElement(target, name)
+            found = [(target, element)]
+        desc, element = found[0]
+        bag = element.find(_BAG)
+        if bag is None:
+            if len(element) or (element.text or "").strip():
+                continue  # not a bag (a malformed or other kind of value): left as it is
+            bag = ET.SubElement(element, _BAG)
+        for li in [li for li in bag.findall(_LI) if (li.text or "").startswith(KEYWORD_PREFIX)]:
+            bag.remove(li)
+        for keyword in keywords:
+            ET.SubElement(bag, _LI).text = keyword
+        if not bag.findall(_LI) and len(bag) == 0:
+            desc.remove(element)
 
 
 def _register_defaults() -> None:

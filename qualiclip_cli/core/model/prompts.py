@@ -31,3 +31,10 @@ LOGIT_SCALE = 100.0
 # CLIP image normalisation.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+#: Which embedding grouping compares (and the results cache keeps): "raw", the model's L2-normalised image
+#: embedding, or "projected", the same with the 14 prompt directions projected out and normalised again
+#: (`qualiclip.project_out_prompts`). bench/bursts.py found no difference between them on the tiny random model
+#: (see the README's group section), so the simpler raw one; cached signals record the kind, so changing this
+#: makes grouping score the library again rather than compare embeddings of two kinds.
+GROUPING_EMBEDDING = "raw"

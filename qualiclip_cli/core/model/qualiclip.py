@@ -17,7 +17,7 @@ from qualiclip_cli.core.model.layout import (
     validate_weights,
     visual_state_dict,
 )
-from qualiclip_cli.core.model.prompts import CLIP_MEAN, CLIP_STD, LOGIT_SCALE, PROMPT_PAIRS
+from qualiclip_cli.core.model.prompts import CLIP_MEAN, CLIP_STD, GROUPING_EMBEDDING, LOGIT_SCALE, PROMPT_PAIRS
 
 MIN_SIDE = 32  # the trunk downsamples by 32; smaller images have no spatial token
 
@@ -36,6 +36,21 @@ def scores_from_features(
     logits = LOGIT_SCALE * embeddings @ prompts_features.T  # (B, 14), rows pos1, neg1, ...
     probs = logits.view(-1, len(PROMPT_PAIRS), 2).softmax(dim=-1)[..., 0]  # (B, 7)
     return probs.mean(dim=-1), probs
+
+
+def project_out_prompts(embeddings: torch.Tensor, prompts_features: torch.Tensor) -> torch.Tensor:
+    """``embeddings`` (B, D) without their components along the prompt directions (rows of ``prompts_features``),
+    L2-normalised again: what is left describes the picture, not how degraded it is."""
+    basis, _ = torch.linalg.qr(prompts_features.float().T)  # (D, 14), orthonormal columns
+    rest = embeddings.float() - (embeddings.float() @ basis) @ basis.T
+    return F.normalize(rest, dim=-1)
+
+
+def grouping_embeddings(embeddings: torch.Tensor, prompts_features: torch.Tensor) -> torch.Tensor:
+    """The embeddings grouping compares (`GROUPING_EMBEDDING`), from the forward pass's own embeddings."""
+    if GROUPING_EMBEDDING == "projected":
+        return project_out_prompts(embeddings, prompts_features)
+    return embeddings
 
 
 class QualiCLIP(nn.Module):

@@ -33,14 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qualiclip_cli.core.filetypes import is_raw_name
-from qualiclip_cli.core.records import ScoreRecord
+from qualiclip_cli.core.model.prompts import GROUPING_EMBEDDING
+from qualiclip_cli.core.records import TIME_SOURCES, ScoreRecord, Signals
 
-#: 3: a `source` column (where the scored pixels came from: the file, a RAW's preview or its development).
+#: 3: `source` (where the scored pixels came from: the file, a RAW's preview or its development) and the grouping
+#: signals (`signals` JSON, `embedding` float16 BLOB; NULL in rows migrated from 2, whose source is the file).
 #: 2: paths as BLOBs (os.fsencode). 1: paths as TEXT (could not hold names that are not UTF-8). Both migrated.
 SCHEMA_VERSION = 3
 
-_COLUMNS = ("path", "weights", "identity", "size", "mtime_ns", "score", "pairs", "width", "height", "scored_at",
-            "source")
+_V2_COLUMNS = ("path", "weights", "identity", "size", "mtime_ns", "score", "pairs", "width", "height", "scored_at")
+#: Added by schema 3 (see `_migrate_from_v2`).
+_SIGNAL_COLUMNS = ("signals", "embedding")
+_COLUMNS = _V2_COLUMNS + ("source",) + _SIGNAL_COLUMNS
 
 _INSERT = "INSERT OR REPLACE INTO {name} VALUES (" + ", ".join("?" * len(_COLUMNS)) + ")"
 
@@ -57,6 +61,8 @@ CREATE TABLE {name} (
     height    INTEGER NOT NULL,
     scored_at REAL    NOT NULL,
     source    TEXT    NOT NULL,
+    signals   TEXT,
+    embedding BLOB,
     PRIMARY KEY (path, weights, identity)
 )
 """
@@ -314,12 +320,14 @@ class ResultsCache:
         """The scoring identity a file's row is kept under: the RAW identity for a RAW file."""
         return self.raw_identity if is_raw_name(os.path.basename(file.path)) else self.identity
 
-    def lookup(self, file: FileIdentity, display_path: str) -> ScoreRecord | None:
+    def lookup(self, file: FileIdentity, display_path: str, need_signals: bool = False) -> ScoreRecord | None:
+        """The cached record of ``file``, None on a miss. With ``need_signals`` a row without grouping signals
+        (one stored before schema 3, or of another embedding kind) is a miss too: scored again, it gets them."""
         if self._conn is None:
             return None
         try:
             row = self._conn.execute(
-                "SELECT size, mtime_ns, score, pairs, width, height, source FROM results "
+                "SELECT size, mtime_ns, score, pairs, width, height, source, signals, embedding FROM results "
                 "WHERE path = ? AND weights = ? AND identity = ?",
                 (file.key, self.weights_sha, self.identity_of(file)),
             ).fetchone()
@@ -335,8 +343,11 @@ class ResultsCache:
             return None  # an unreadable row is a miss: the file is scored again and the row replaced
         if not math.isfinite(score):
             return None
+        signals = _signals_of(row[7], row[8])
+        if signals is None and need_signals:
+            return None
         return ScoreRecord(path=display_path, score=score, pairs=pairs, width=row[4], height=row[5], source=row[6],
-                           cached=True)
+                           cached=True, signals=signals)
 
     def store(self, file: FileIdentity, record: ScoreRecord) -> None:
         """Queue a result; queued rows are written in one short transaction every few rows or seconds."""
@@ -347,7 +358,7 @@ class ResultsCache:
         self._rows.append((
             file.key, self.weights_sha, self.identity_of(file), file.size, file.mtime_ns, float(record.score),
             json.dumps(record.pairs or {}), int(record.width or 0), int(record.height or 0), time.time(),
-            record.source or "file",
+            record.source or "file", *_signal_values(record.signals),
         ))
         if len(self._rows) >= self.commit_every or time.monotonic() - self._last_flush > self.commit_seconds:
             self.flush()
@@ -408,25 +419,52 @@ def _finite(score: float, pairs: dict | None) -> bool:
     return math.isfinite(score) and all(math.isfinite(v) for v in (pairs or {}).values())
 
 
-#: The columns schemas 1 and 2 had (the source was always the file: RAW files were not walked, and a RAW named on
-#: the command line was read by Pillow; such rows are never served for a RAW, whose identity names the RAW rule).
-_OLD_COLUMNS = _COLUMNS[:-1]
 
 
 def _migrate_from_v1(conn: sqlite3.Connection) -> None:
     """Schema 1 kept paths as TEXT; rewrite its rows with the paths as file-system bytes (in the caller's
     transaction). Every schema-1 path was valid UTF-8 text (the others could not be stored), so none is lost."""
-    _rewrite(conn, lambda row: (os.fsencode(row[0]) if isinstance(row[0], str) else row[0], *row[1:], "file"))
+    conn.execute(_TABLE.format(name="results_v2"))
+    rows = conn.execute(f"SELECT {', '.join(_V2_COLUMNS)} FROM results").fetchall()
+    missing = ("file",) + (None,) * len(_SIGNAL_COLUMNS)
+    conn.executemany(_INSERT.format(name="results_v2"),
+                     [(os.fsencode(row[0]) if isinstance(row[0], str) else row[0], *row[1:], *missing) for row in rows])
+    conn.execute("DROP TABLE results")
+    conn.execute("ALTER TABLE results_v2 RENAME TO results")
 
 
 def _migrate_from_v2(conn: sqlite3.Connection) -> None:
-    """Schema 2 had no source column: every row's pixels came from the file itself."""
-    _rewrite(conn, lambda row: (*row, "file"))
+    """Schema 3 adds the source and the grouping signals. Schema-2 rows came from the files themselves (RAW files
+    were not walked, and a RAW named on the command line was read by Pillow: such rows are never served for a RAW,
+    whose identity names the RAW rule); they keep their scores and lack the signals (NULL): a run that groups
+    scores those files again, which stores them (in the caller's transaction)."""
+    conn.execute("ALTER TABLE results ADD COLUMN source TEXT NOT NULL DEFAULT 'file'")
+    conn.execute("ALTER TABLE results ADD COLUMN signals TEXT")
+    conn.execute("ALTER TABLE results ADD COLUMN embedding BLOB")
 
 
-def _rewrite(conn: sqlite3.Connection, convert) -> None:
-    conn.execute(_TABLE.format(name="results_new"))
-    rows = conn.execute(f"SELECT {', '.join(_OLD_COLUMNS)} FROM results").fetchall()
-    conn.executemany(_INSERT.format(name="results_new"), [convert(row) for row in rows])
-    conn.execute("DROP TABLE results")
-    conn.execute("ALTER TABLE results_new RENAME TO results")
+def _signal_values(signals: Signals | None) -> tuple[str | None, bytes | None]:
+    """The two signal columns of a row: JSON of the capture fields (with the embedding kind), the embedding."""
+    if signals is None:
+        return None, None
+    return json.dumps({
+        "capture_time": signals.capture_time, "capture_text": signals.capture_text,
+        "time_source": signals.time_source, "camera": signals.camera, "exposure_bias": signals.exposure_bias,
+        "embedding_kind": GROUPING_EMBEDDING,
+    }), bytes(signals.embedding)
+
+
+def _signals_of(text: str | None, embedding: bytes | None) -> Signals | None:
+    """The signals of a row; None when it has none, of another embedding kind, or they cannot be read."""
+    if text is None or embedding is None or len(embedding) % 2:
+        return None
+    try:
+        values = json.loads(text)
+        if values.get("embedding_kind") != GROUPING_EMBEDDING or values.get("time_source") not in TIME_SOURCES:
+            return None
+        bias = values.get("exposure_bias")
+        signals = Signals(float(values["capture_time"]), str(values["capture_text"]), values["time_source"],
+                          str(values["camera"]), None if bias is None else float(bias), bytes(embedding))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+    return signals if math.isfinite(signals.capture_time) else None

@@ -31,3 +31,6 @@ class ScoreOptions:
     max_pixels: int | None = None  # None: DEFAULT_NATIVE_MAX_PIXELS at native resolution, no limit otherwise
     decoder: Decoder = "auto"  # see scorer.pick_decoder
     decode_memory: int | None = None  # bytes all decodes in flight may hold; None: policy.DEFAULT_DECODE_MEMORY
+    # Grouping needs every record's signals (capture time, camera, embedding): a cached row without them (one
+    # stored before schema 3) counts as a miss and is scored again. New scores always carry them.
+    signals: bool = False

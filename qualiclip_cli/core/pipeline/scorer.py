@@ -20,7 +20,7 @@ from qualiclip_cli.core.model.runtime import Runtime, make_runtime, reuse_freed_
 from qualiclip_cli.core.model.weights import ResolvedWeights
 from qualiclip_cli.core.pipeline.options import DECODERS, DEFAULT_NATIVE_MAX_PIXELS, ScoreOptions
 from qualiclip_cli.core.pipeline.stream import Ready, ScoreStream
-from qualiclip_cli.core.records import PAIR_NAMES, ScoreRecord
+from qualiclip_cli.core.records import PAIR_NAMES, ScoreRecord, Signals
 
 if TYPE_CHECKING:
     from qualiclip_cli.core.pipeline.cache import ResultsCache
@@ -93,6 +93,11 @@ class Scorer:
 
     def score_pixels(self, batch: list) -> list[tuple[float, dict[str, float]]]:
         """Score equal-shape images (H×W×3 uint8 arrays or 3×H×W uint8 tensors); (score, pairs) per image."""
+        return [(score, pairs) for score, pairs, _ in self.score_and_embed(batch)]
+
+    def score_and_embed(self, batch: list) -> list[tuple[float, dict[str, float], bytes]]:
+        """`score_pixels` plus each image's grouping embedding (`qualiclip.grouping_embeddings`) as float16
+        bytes, from the same forward pass."""
         import numpy as np
         import torch
 
@@ -106,11 +111,15 @@ class Scorer:
             tensors = [torch.from_numpy(p).permute(2, 0, 1) if isinstance(p, np.ndarray) else p for p in batch]
             stacked = torch.stack([t.to(self.runtime.device) for t in tensors])
             stacked = stacked.contiguous(memory_format=torch.channels_last)
+        from qualiclip_cli.core.model.qualiclip import grouping_embeddings
+
         with torch.inference_mode():
             out = self.model(stacked)
+            grouping = grouping_embeddings(out.embeddings, self.model.prompts_features)
         scores = out.scores.double().cpu().tolist()
         probs = out.pair_probs.double().cpu().tolist()
-        return [(s, dict(zip(PAIR_NAMES, p))) for s, p in zip(scores, probs)]
+        embedded = grouping.to(torch.float16).cpu().numpy().astype("<f2")
+        return [(s, dict(zip(PAIR_NAMES, p)), e.tobytes()) for s, p, e in zip(scores, probs, embedded)]
 
     # ------------------------------------------------------------------ decoding
 
@@ -152,7 +161,7 @@ class Scorer:
     def score_bucket(self, items: list[Ready]) -> list[tuple[Ready, ScoreRecord]]:
         """Score one bucket of same-shape images; a batch that fails is retried one image at a time."""
         try:
-            results = self.score_pixels([item.pixels for item in items])
+            results = self.score_and_embed([item.pixels for item in items])
         except RuntimeError as exc:  # e.g. out of memory for the batch: fall back to one at a time
             if len(items) > 1:
                 out = []
@@ -160,17 +169,23 @@ class Scorer:
                     out += self.score_bucket([item])
                 return out
             return [(items[0], ScoreRecord.failure(items[0].display, f"scoring failed: {first_line(exc)}"))]
-        return [(item, _record(item, score, pairs)) for item, (score, pairs) in zip(items, results)]
+        return [(item, _record(item, score, pairs, embedding)) for item, (score, pairs, embedding) in zip(items, results)]
 
 
-def _record(item: Ready, score: float, pairs: dict[str, float]) -> ScoreRecord:
-    """The record of one scored image; a NaN or infinite output (e.g. diverged weights) is an error row."""
+def _record(item: Ready, score: float, pairs: dict[str, float], embedding: bytes) -> ScoreRecord:
+    """The record of one scored image, with its grouping signals (EXIF read here: the file's header only);
+    a NaN or infinite output (e.g. diverged weights) is an error row."""
+    from qualiclip_cli.core.images.capture import read_capture
+
     values = [score, *pairs.values()]
     if not all(math.isfinite(v) for v in values):
         what = "NaN" if any(math.isnan(v) for v in values) else "an infinite value"
         return ScoreRecord.failure(item.display, f"the model produced {what} (damaged or diverged weights?)")
+    capture = read_capture(item.display, getattr(item.ident, "mtime_ns", None))
+    signals = Signals(capture.capture_time, capture.capture_text, capture.time_source, capture.camera,
+                      capture.exposure_bias, embedding)
     return ScoreRecord(path=item.display, score=score, pairs=pairs, width=item.width, height=item.height,
-                       source=item.source)
+                       source=item.source, signals=signals)
 
 
 def _memory_budget(total: int):

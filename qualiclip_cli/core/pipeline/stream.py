@@ -96,7 +96,8 @@ class ScoreStream:
                     except OSError as exc:
                         self.reorder[index] = ScoreRecord.failure(display, exc.strerror or str(exc))
                 if ident is not None:
-                    hit = cache.lookup(ident, display) if cache is not None and not scorer.options.rescore else None
+                    hit = (cache.lookup(ident, display, need_signals=scorer.options.signals)
+                           if cache is not None and not scorer.options.rescore else None)
                     if hit is not None:
                         self.reorder[index] = hit
                     else:
