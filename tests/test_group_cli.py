@@ -140,8 +140,9 @@ def test_score_groups_adds_the_columns_and_csv_carries_them(tmp_path, tiny_weigh
     grouped = run_cli("score", root, "--groups", "--weights", tiny_weights_file, "-f", "csv", *ANY_PICTURE)
     assert grouped.exit_code == 0, grouped.stderr
     header = grouped.stdout.splitlines()[0].split(",")
-    assert header[6:14] == ["group", "group_size", "rank_in_group", "best", "margin", "bracket", "capture_time",
-                            "time_source"]
+    # added fields come last: after the provenance and source columns
+    assert header[6:] == ["weights_sha256", "identity", "source", "group", "group_size", "rank_in_group", "best",
+                          "margin", "bracket", "capture_time", "time_source"]
     table = run_cli("group", root, "--weights", tiny_weights_file, "-f", "text", *ANY_PICTURE)
     assert "3/3" in table.stdout and "1/3 best" in table.stdout
 
