@@ -32,7 +32,7 @@ main { padding: 12px 16px; }
 .card { width: 212px; background: var(--card); border: 2px solid transparent; border-radius: 6px; padding: 6px;
         content-visibility: auto; contain-intrinsic-size: 212px 290px; position: relative; }
 .card.culled { border-color: var(--bad); background: #fdecec; }
-.card.culled .thumb img { opacity: .55; }
+.card.culled .thumb img:not(.heat) { opacity: .55; }
 .thumb { width: 196px; height: 147px; position: relative; background: #e6e6e6; display: flex;
          align-items: center; justify-content: center; overflow: hidden; }
 .thumb img { max-width: 196px; max-height: 147px; }
