@@ -7,8 +7,10 @@ import typer
 from qualiclip_cli import __version__
 from qualiclip_cli.commands import cull as cull_cmd
 from qualiclip_cli.commands import evaluate as evaluate_cmd
+from qualiclip_cli.commands import explain as explain_cmd
 from qualiclip_cli.commands import group as group_cmd
 from qualiclip_cli.commands import history as history_cmd
+from qualiclip_cli.commands import report as report_cmd
 from qualiclip_cli.commands import score as score_cmd
 from qualiclip_cli.commands import sort as sort_cmd
 from qualiclip_cli.commands import tag as tag_cmd
@@ -43,6 +45,8 @@ def _root(
 app.command("score")(score_cmd.score)
 app.command("cull")(cull_cmd.cull)
 app.command("group")(group_cmd.group)
+app.command("explain")(explain_cmd.explain)
+app.command("report")(report_cmd.report)
 app.command("sort")(sort_cmd.sort)
 app.command("tag")(tag_cmd.tag)
 app.command("undo")(undo_cmd.undo)

@@ -85,7 +85,8 @@ class QualiCLIP(nn.Module):
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         return (x - self.mean) / self.std
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The trunk's (B, C, H/32, W/32) output, in the pool's dtype (what `embed` pools; `attribution` reads it)."""
         if images.shape[-1] < MIN_SIDE or images.shape[-2] < MIN_SIDE:
             raise ValueError(f"image of {images.shape[-1]}x{images.shape[-2]} px is smaller than {MIN_SIDE}x{MIN_SIDE}")
         x = self.normalise(images)
@@ -93,8 +94,14 @@ class QualiCLIP(nn.Module):
         x = x.to(trunk_dtype)  # the same tensor when it already is
         feature_map = self.fast_trunk(self.visual, x) if self.fast_trunk else self.visual.trunk(x)
         # The pool and head stay in fp32 whatever the trunk runs in: they are cheap and set the score's precision.
-        pool_dtype = self.visual.attnpool.c_proj.weight.dtype
-        return F.normalize(self.visual.attnpool(feature_map.to(pool_dtype)).float(), dim=-1)
+        return feature_map.to(self.visual.attnpool.c_proj.weight.dtype)
+
+    def pool(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised image features of a `feature_map`."""
+        return F.normalize(self.visual.attnpool(feature_map).float(), dim=-1)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.feature_map(images))
 
     def forward(self, images: torch.Tensor) -> ScoreOutput:
         emb = self.embed(images)
