@@ -84,6 +84,9 @@ def test_the_scoring_stream_carries_damaged_into_the_record(tmp_path):
         def load(self, path):
             return decode_image(path, 1024)
 
+        def load_with_capture(self, path, ident):
+            return self.load(path), None
+
         def decode_cpu(self, path):
             return decode_image(path, 1024)
 

@@ -176,6 +176,9 @@ class _FakeScorer:
     def load(self, path):
         return self.decode_cpu(path)
 
+    def load_with_capture(self, path, ident):
+        return self.load(path), None
+
     def decode_cpu(self, path):
         return decode_image(path, 64, budget=self.budget)
 

@@ -47,6 +47,7 @@ class _Decoded:
     pixels: object
     width: int
     height: int
+    source: str = "file"
 
 
 class _FakeScorer:
@@ -68,6 +69,9 @@ class _FakeScorer:
 
     def decode_cpu(self, path: Path):
         return self.load(path)
+
+    def load_with_capture(self, path, ident):
+        return self.load(path), None
 
     def score_bucket(self, items):
         if self.stream.next_out in self.stream.reorder:

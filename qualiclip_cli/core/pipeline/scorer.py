@@ -133,6 +133,14 @@ class Scorer:
                 return jpeg
         return self.decode_cpu(path)
 
+    def load_with_capture(self, path: Path, ident) -> tuple:
+        """`load`, then the file's capture signals (EXIF time, camera: a header read) in the same decode thread, so
+        the forward pass never waits for them."""
+        from qualiclip_cli.core.images.capture import read_capture
+
+        loaded = self.load(path)
+        return loaded, read_capture(path, getattr(ident, "mtime_ns", None))
+
     def decode_cpu(self, path: Path):
         """Pillow for pictures, LibRaw for camera RAW files (`images.raw`: the embedded preview first)."""
         # With nvjpeg the cache identity says "no draft": keep the CPU fallbacks to the same policy.
@@ -173,15 +181,15 @@ class Scorer:
 
 
 def _record(item: Ready, score: float, pairs: dict[str, float], embedding: bytes) -> ScoreRecord:
-    """The record of one scored image, with its grouping signals (EXIF read here: the file's header only);
-    a NaN or infinite output (e.g. diverged weights) is an error row."""
+    """The record of one scored image, with its grouping signals (the capture read by the decode thread, else here:
+    the file's header only); a NaN or infinite output (e.g. diverged weights) is an error row."""
     from qualiclip_cli.core.images.capture import read_capture
 
     values = [score, *pairs.values()]
     if not all(math.isfinite(v) for v in values):
         what = "NaN" if any(math.isnan(v) for v in values) else "an infinite value"
         return ScoreRecord.failure(item.display, f"the model produced {what} (damaged or diverged weights?)")
-    capture = read_capture(item.display, getattr(item.ident, "mtime_ns", None))
+    capture = item.capture or read_capture(item.display, getattr(item.ident, "mtime_ns", None))
     signals = Signals(capture.capture_time, capture.capture_text, capture.time_source, capture.camera,
                       capture.exposure_bias, embedding)
     return ScoreRecord(path=item.display, score=score, pairs=pairs, width=item.width, height=item.height,

@@ -40,6 +40,7 @@ class Ready:
     width: int
     height: int
     source: str = "file"  # where the pixels came from (`images.raw.SOURCES`)
+    capture: object = None  # images.capture.Capture, read in the decode thread (None: read when recorded)
 
 
 class BucketScorer(Protocol):
@@ -52,6 +53,7 @@ class BucketScorer(Protocol):
     batch_size: int
 
     def load(self, path: Path) -> Any: ...
+    def load_with_capture(self, path: Path, ident: Any) -> tuple[Any, Any]: ...
     def decode_cpu(self, path: Path) -> Any: ...
     def score_bucket(self, items: list[Ready]) -> list[tuple[Ready, ScoreRecord]]: ...
 
@@ -69,7 +71,7 @@ class ScoreStream:
         self.pending: OrderedDict[int, tuple[Future, str, FileIdentity]] = OrderedDict()  # loads in flight
         self.buckets: dict[tuple[int, int], list[Ready]] = {}
         self.bucket_pixels = 0
-        self.gpu_pending: list[tuple[int, str, FileIdentity, object]] = []  # JPEG bytes awaiting nvjpeg
+        self.gpu_pending: list[tuple[int, str, FileIdentity, object, object]] = []  # JPEG bytes (and capture) awaiting nvjpeg
         gpu_prefetch = 2 * GPU_DECODE_BATCH if scorer.decoder == "nvjpeg" else 0
         self.prefetch = max(2 * scorer.workers, scorer.batch_size * 2, gpu_prefetch)
         if scorer.workers == 0:
@@ -101,7 +103,7 @@ class ScoreStream:
                     if hit is not None:
                         self.reorder[index] = hit
                     else:
-                        self.pending[index] = (pool.submit(scorer.load, entry.path), display, ident)
+                        self.pending[index] = (pool.submit(scorer.load_with_capture, entry.path, ident), display, ident)
                 while self.pending and (len(self.pending) > self.prefetch
                                         or next(iter(self.pending.values()))[0].done()):
                     self.collect(next(iter(self.pending)))
@@ -158,39 +160,41 @@ class ScoreStream:
         elif self.bucket_pixels > BUCKET_PIXEL_BUDGET:
             self.run_bucket(max(self.buckets, key=lambda s: len(self.buckets[s]) * s[0] * s[1]))
 
-    def add_decoded(self, index: int, display: str, ident, decoded) -> None:
-        self.add_ready(Ready(index, display, ident, decoded.pixels, decoded.width, decoded.height, decoded.source))
+    def add_decoded(self, index: int, display: str, ident, decoded, capture=None) -> None:
+        self.add_ready(Ready(index, display, ident, decoded.pixels, decoded.width, decoded.height, decoded.source,
+                             capture))
 
     def flush_gpu(self) -> None:
         from qualiclip_cli.core.images.gpu_decode import GpuDecodeError, decode_resize_batch
 
         batch = list(self.gpu_pending)
         self.gpu_pending.clear()
-        results = decode_resize_batch([(display, jpeg) for _, display, _, jpeg in batch],
+        results = decode_resize_batch([(display, jpeg) for _, display, _, jpeg, _ in batch],
                                       self.scorer.options.max_side, self.scorer.runtime.device)
-        for (index, display, ident, _), result in zip(batch, results):
+        for (index, display, ident, _, capture), result in zip(batch, results):
             if isinstance(result, GpuDecodeError):  # data nvjpeg refuses: let libjpeg/Pillow try
                 try:
-                    self.add_decoded(index, display, ident, self.scorer.decode_cpu(Path(display)))
+                    self.add_decoded(index, display, ident, self.scorer.decode_cpu(Path(display)), capture)
                 except Exception as exc:
                     self.fail(index, display, exc)
             elif isinstance(result, ImageError):
                 self.fail(index, display, result)
             else:
-                self.add_ready(Ready(index, display, ident, result, int(result.shape[2]), int(result.shape[1])))
+                self.add_ready(Ready(index, display, ident, result, int(result.shape[2]), int(result.shape[1]),
+                                     capture=capture))
 
     def collect(self, index: int) -> None:
         """Move a finished load into its bucket (or the GPU decode queue), or record its failure."""
         future, display, ident = self.pending.pop(index)
         try:
-            loaded = future.result()
+            loaded, capture = future.result()
         except Exception as exc:  # ImageError, or a decoder bug: either way one file, not the batch
             self.fail(index, display, exc)
             return
         if hasattr(loaded, "pixels"):
-            self.add_decoded(index, display, ident, loaded)
+            self.add_decoded(index, display, ident, loaded, capture)
         else:
-            self.gpu_pending.append((index, display, ident, loaded))
+            self.gpu_pending.append((index, display, ident, loaded, capture))
             if len(self.gpu_pending) >= GPU_DECODE_BATCH:
                 self.flush_gpu()
 
