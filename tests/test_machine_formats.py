@@ -78,7 +78,7 @@ def test_every_row_names_the_weights_and_scoring_identity(scored, tiny_weights_f
         assert len(identities) == 1 and "max_side=1024" in identities.pop()
     header = next(csv.reader(io.StringIO(scored["csv"])))
     assert header[:6] == ["path", "score", "status", "error", "width", "height"]  # documented order kept
-    assert header[-2:] == ["weights_sha256", "identity"]  # new columns only at the end
+    assert header[-3:] == ["weights_sha256", "identity", "source"]  # new columns only at the end
 
 
 def test_pairs_is_null_not_absent_without_details(photos, tiny_weights_file):

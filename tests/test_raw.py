@@ -178,11 +178,11 @@ def test_libraw_messages_become_the_reason_and_never_reach_stderr(tmp_path, monk
 def test_without_rawpy_each_raw_is_one_clear_line(tmp_path, monkeypatch):
     path = write_dng(tmp_path / "IMG_1.dng", SENSOR, preview=SENSOR)
     monkeypatch.setitem(sys.modules, "rawpy", None)  # import rawpy now raises ImportError
-    monkeypatch.setattr(raw_module, "_SUPPORT_CHECKED", False)
+    monkeypatch.setattr(raw_module, "_SUPPORT_CHECKED", False)  # both restored after the test: the next one
+    monkeypatch.setattr(raw_module, "_SUPPORT", None)  # finds rawpy again
     with pytest.raises(ImageError, match=r"RAW files need rawpy, which is not installed here \(pip install rawpy") as err:
         decode_raw(path, 256)
     assert not err.value.damaged  # a good photo this installation cannot read
-    monkeypatch.setattr(raw_module, "_SUPPORT_CHECKED", False)
 
 
 def _with_preview_bytes(path, change) -> None:
