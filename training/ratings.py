@@ -32,7 +32,7 @@ STEPS = 300
 LEARNING_RATE = 0.01
 TEMPERATURE = 0.05  # score differences (in [0, 1]) are divided by it inside the ranking loss
 PULL = 0.1  # weight of the squared distance to the base features, relative to their squared norm
-MAX_PAIRS = 400_000  # training pairs drawn (seeded) when a library holds more
+MAX_PAIRS = 200_000  # training pairs drawn (seeded) when a library holds more
 
 
 @dataclass(frozen=True)
