@@ -72,6 +72,7 @@ def cull(
     no_cache: opt.NoCache = False,
     rescore: opt.Rescore = False,
     weights: opt.Weights = None,
+    profile: opt.Profile = None,
     offline: opt.Offline = False,
     quiet: opt.Quiet = False,
 ) -> None:

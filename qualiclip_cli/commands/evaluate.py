@@ -23,6 +23,8 @@ FORMATS: tuple[str, ...] = get_args(EvaluateFormat)
 def evaluate(
     mos: Annotated[Optional[Path], typer.Option("--mos", help="CSV with columns path,mos (paths relative to the CSV; a name that is not UTF-8 as its bytes or as \\udcXX escapes): SRCC and PLCC of the scores.", show_default=False)] = None,
     synthetic: Annotated[Optional[list[Path]], typer.Option("--synthetic", help="Folder(s) of held-out clean photos: degrade them at 5 levels, report how well quality falls with the level.", show_default=False)] = None,
+    ratings: Annotated[Optional[list[Path]], typer.Option("--ratings", help="Photos or folders you rated (XMP stars and rejects; repeatable; give shoots the profile was not trained on): pairwise accuracy, per-shoot SRCC and reject ROC-AUC of the base and of --profile side by side.", show_default=False)] = None,
+    profile: Annotated[Optional[Path], typer.Option("--profile", help="--ratings: the personal profile to compare with the base (`train --from-ratings`).", show_default=False)] = None,
     weights: Annotated[Optional[list[str]], typer.Option("--weights", help="Weights file to evaluate (repeatable; 'official' = the installed official weights) \\[default: official].", show_default=False)] = None,
     fmt: Annotated[EvaluateFormat, typer.Option("--format", "-f", help="text (a table), json or csv; table: same as text.")] = "text",
     max_side: opt.MaxSide = "1024",
@@ -43,6 +45,7 @@ def evaluate(
 
         qualiclip evaluate --synthetic held-out/ --weights official --weights mine.pth
         qualiclip evaluate --mos ratings.csv --weights official
+        qualiclip evaluate --ratings ~/Photos/2025 --profile my-taste.pth --format json
 
     --mos prints SRCC (Spearman) and PLCC (Pearson, on the raw scores) per weights file.
 
@@ -50,8 +53,18 @@ def evaluate(
     """
     from qualiclip_cli.core.errors import UsageError
 
+    if ratings:
+        if mos is not None or synthetic:
+            raise UsageError("give exactly one of --mos FILE.csv, --synthetic DIR or --ratings PATH")
+        if weights and len(weights) > 1:
+            raise UsageError("--ratings compares the base with --profile: give at most one --weights")
+        _run_ratings(ratings, profile, (weights or [None])[0], fmt, max_side, jpeg_draft, device, precision,
+                     batch_size, offline)
+        return
+    if profile is not None:
+        raise UsageError("--profile goes with --ratings")
     if (mos is None) == (not synthetic):
-        raise UsageError("give exactly one of --mos FILE.csv or --synthetic DIR")
+        raise UsageError("give exactly one of --mos FILE.csv, --synthetic DIR or --ratings PATH")
     choices = _resolve_weights(weights or ["official"], offline)
     if mos is not None:
         rows = _run_mos(mos, choices, max_side, jpeg_draft, device, precision, batch_size)
@@ -79,6 +92,47 @@ def _resolve_weights(specs: list[str], offline: bool):
         paths.append(path)
         names.append(None)
     return label_weights(paths, names)
+
+
+def _run_ratings(paths, profile, weights, fmt, max_side, jpeg_draft, device, precision, batch_size, offline) -> None:
+    from qualiclip_cli.commands.console import markup_safe, notes
+    from qualiclip_cli.commands.options import parse_max_side
+    from qualiclip_cli.core.names import json_dumps
+    from qualiclip_cli.core.pipeline.options import ScoreOptions
+    from training.ratings import evaluate_ratings
+
+    if weights is not None and weights.strip().lower() in OFFICIAL:
+        weights = None
+    options = ScoreOptions(max_side=parse_max_side(max_side), draft=jpeg_draft, batch_size=batch_size, device=device,
+                           precision=precision)
+    with make_progress("Scoring rated photos", None) as progress:
+        run = evaluate_ratings(
+            paths, options=options, weights=weights, offline=offline, profile=profile, on_problem=warn,
+            on_found=lambda found: notes().print(f"qualiclip: {markup_safe(found.summary())}", highlight=False),
+            on_start=lambda n: progress.update(progress.tasks[0].id, total=n) if progress.tasks else None,
+            on_record=lambda record: advance(progress))
+    report = run.report
+    if fmt == "json":
+        sys.stdout.write(json_dumps(report, indent=2) + "\n")
+    elif fmt == "csv":
+        from qualiclip_cli.core.names import csv_cell
+
+        sys.stdout.write("model,pairwise_accuracy,srcc,reject_auc,pairs,photos,shoots\n")
+        for name in ("base", "personal"):
+            block = report[name]
+            if block is not None:
+                cells = [name, *(_cell(block[k]) for k in ("pairwise_accuracy", "srcc", "reject_auc")), block["pairs"],
+                         report["photos"], report["shoots"]]
+                sys.stdout.write(",".join(csv_cell(str(c)) for c in cells) + "\n")
+    else:
+        lines = [f"{report['photos']} photos, {report['shoots']} shoots",
+                 f"{'':<20}{'base':>10}{'personal':>10}"]
+        for key, name in (("pairwise_accuracy", "pairwise accuracy"), ("srcc", "SRCC (mean/shoot)"),
+                          ("reject_auc", "reject ROC-AUC")):
+            personal = report["personal"]
+            lines.append(f"{name:<20}{_fmt(report['base'][key]):>10}"
+                         f"{_fmt(personal[key]) if personal else '-':>10}")
+        sys.stdout.write("\n".join(lines) + "\n")
 
 
 def _run_mos(mos, choices, max_side, jpeg_draft, device, precision, batch_size) -> dict:

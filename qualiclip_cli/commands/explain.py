@@ -76,7 +76,8 @@ def explain(
 
     paths = opt.input_paths(paths, files_from, null)
     choices = opt.ScoringChoices.from_params(
-        {**locals(), "batch_size": None, "workers": None, "decoder": "pillow", "no_cache": True, "rescore": False})
+        {**locals(), "batch_size": None, "workers": None, "decoder": "pillow", "no_cache": True, "rescore": False,
+         "profile": None})
     write_png = fmt == "png" or out_dir is not None
     folder = out_dir if out_dir is not None else Path(DEFAULT_OUT_DIR)
     written: dict[int, str] = {}

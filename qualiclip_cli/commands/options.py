@@ -81,6 +81,11 @@ Rescore = Annotated[bool, typer.Option("--rescore", help="Ignore cached results 
 Weights = Annotated[
     Optional[Path], typer.Option("--weights", help="Weights file to use (else $QUALICLIP_WEIGHTS, the cache dir, a download).")
 ]
+Profile = Annotated[
+    Optional[Path],
+    typer.Option("--profile", help="A personal profile learned from your ratings (`qualiclip train --from-ratings`): "
+                 "scores by your taste; refused with other base weights than it was learned on.", show_default=False),
+]
 Offline = Annotated[bool, typer.Option("--offline", help="Never touch the network (also QUALICLIP_OFFLINE=1).")]
 FullPrecision = Annotated[
     bool,
@@ -255,6 +260,7 @@ class ScoringChoices:
     max_pixels: int | None = None
     decode_memory: str | None = None
     decoder: DecoderChoice = "auto"
+    profile: Path | None = None
 
     @classmethod
     def from_params(cls, values: dict, extra_exclude: tuple[str, ...] | list[str] = ()) -> ScoringChoices:
@@ -280,6 +286,7 @@ class ScoringChoices:
             device=self.device, precision=self.precision, workers=self.workers, use_cache=not self.no_cache,
             rescore=self.rescore, max_pixels=self.max_pixels, decoder=self.decoder,
             decode_memory=None if self.decode_memory is None else parse_memory_size(self.decode_memory),
+            profile=None if self.profile is None else str(self.profile),
         )
 
     def walk(self):

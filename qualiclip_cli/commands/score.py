@@ -48,6 +48,7 @@ def score(
     no_cache: opt.NoCache = False,
     rescore: opt.Rescore = False,
     weights: opt.Weights = None,
+    profile: opt.Profile = None,
     offline: opt.Offline = False,
     quiet: opt.Quiet = False,
 ) -> None:

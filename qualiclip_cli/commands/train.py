@@ -56,6 +56,10 @@ def train(
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Write the resumable checkpoint every N steps.")] = TrainConfig.checkpoint_every,
     log_every: Annotated[int, typer.Option("--log-every", min=1, help="Average and log the loss every N steps.")] = TrainConfig.log_every,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint, with its recorded options.")] = False,
+    from_ratings: Annotated[Optional[list[Path]], typer.Option("--from-ratings", help="Learn a personal profile from your own star ratings and rejects (XMP sidecars, XMP in JPEG/TIFF/DNG) under these photos or folders (repeatable); -o is then the profile file \\[default: qualiclip-profile.pth].", show_default=False)] = None,
+    weights: opt.Weights = None,
+    holdout: Annotated[float, typer.Option("--holdout", help="--from-ratings: fraction of the shoots (folders) held out to check the profile on.")] = 0.2,
+    force: Annotated[bool, typer.Option("--force", help="--from-ratings: write the profile even when it does not beat the base on the held-out shoots.")] = False,
     offline: opt.Offline = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -65,14 +69,25 @@ def train(
 
         qualiclip train --pristine ~/Photos/clean --out runs/mine --steps 1000
         qualiclip train --out runs/mine --resume
+        qualiclip train --from-ratings ~/Photos/2023 --from-ratings ~/Photos/2024 -o my-taste.pth
 
     Each photo gives two overlapping crops, degraded at 5 increasing levels with the same distortion; the model learns to score each level below the one before and the two crops of a level alike (the QualiCLIP paper's self-supervised training). The result, OUT/qualiclip-finetuned.pth, is printed on stdout and loads with `qualiclip score --weights`.
+
+    With --from-ratings it learns your taste instead, in seconds on a CPU: from pairs of photos of one folder with different ratings (a reject below every star), a profile of the head's prompt features on the frozen base network, checked on held-out folders; `score`, `cull`, `sort`, `tag`, `group` and `report` use it with --profile (it keeps --weights, --device, --max-side and --precision for scoring the photos not scored yet).
 
     Check it on held-out photos: `qualiclip evaluate --synthetic DIR --weights official --weights OUT/qualiclip-finetuned.pth`. Several GPUs or nodes: `torchrun --nproc_per_node N -m qualiclip_cli train ...`. See the distortions with `qualiclip train preview`.
     """
     if ctx.invoked_subcommand is not None:
         return
     from qualiclip_cli.core.errors import UsageError
+
+    if from_ratings:
+        if pristine or resume:
+            raise UsageError("--from-ratings learns from ratings; it does not take --pristine or --resume")
+        out = Path("qualiclip-profile.pth") if out == Path(TrainConfig.out_dir) else out
+        _train_from_ratings(from_ratings, out, weights, device, precision, max_side, recursive, seed, holdout,
+                            force, offline)
+        return
 
     if not pristine and not resume:
         raise UsageError("--pristine DIR is required (or --resume to continue the run in --out); see `qualiclip train --help`")
@@ -89,6 +104,45 @@ def train(
     result = run_training(cfg, resume=resume, offline=offline)
     if result is not None:
         typer.echo(display(result.weights_path))
+
+
+def _train_from_ratings(paths, out, weights, device, precision, max_side, recursive, seed, holdout, force,
+                        offline) -> None:
+    from qualiclip_cli.commands.console import advance
+    from qualiclip_cli.core.pipeline.options import ScoreOptions
+    from qualiclip_cli.core.pipeline.run import WalkOptions
+    from training.ratings import train_from_ratings
+
+    console = notes()
+    bar = make_progress("Scoring rated photos", None)
+    with bar, download_bar("Downloading weights") as download:
+        run = train_from_ratings(
+            paths, out, walk=WalkOptions(recursive=recursive),
+            options=ScoreOptions(max_side=max_side, device=device, precision=precision), weights=weights,
+            offline=offline, seed=seed, holdout=holdout, force=force,
+            on_found=lambda found: console.print(f"qualiclip: {markup_safe(found.summary())}", highlight=False),
+            on_report=lambda report: console.print(ratings_table(report, "held-out shoots"), highlight=False),
+            on_problem=warn, on_start=lambda n: bar.update(bar.tasks[0].id, total=n) if bar.tasks else None,
+            on_record=lambda record: advance(bar), on_download_progress=download,
+        )
+    t = run.trained
+    console.print(f"qualiclip: learned on {t.train_photos} photos of {t.provenance['train_shoots']} shoots in "
+                  f"{t.seconds:.1f} s; profile sha256 {run.profile_sha256}", highlight=False)
+    typer.echo(display(out))
+
+
+def ratings_table(report: dict, where: str) -> str:
+    """The base and personal metrics side by side, as text lines."""
+    def cell(block, key):
+        value = None if block is None else block.get(key)
+        return "n/a" if value is None or value != value else f"{value:.4f}"
+
+    lines = [f"{report['photos']} photos, {report['shoots']} shoots ({where})",
+             f"{'':<20}{'base':>10}{'personal':>10}"]
+    for key, name in (("pairwise_accuracy", "pairwise accuracy"), ("srcc", "SRCC (mean/shoot)"),
+                      ("reject_auc", "reject ROC-AUC")):
+        lines.append(f"{name:<20}{cell(report['base'], key):>10}{cell(report['personal'], key):>10}")
+    return "\n".join(lines)
 
 
 def run_training(cfg, resume: bool = False, offline: bool = False):

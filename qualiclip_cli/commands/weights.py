@@ -79,6 +79,7 @@ def path() -> None:
 @handle_errors
 def verify(
     file: Annotated[Path | None, typer.Argument(help="File to check \\[default: the installed one].", show_default=False)] = None,
+    profile: Annotated[Path | None, typer.Option("--profile", help="Check a personal profile (`train --from-ratings`) instead and show its provenance; with FILE, also whether it was learned on those weights.", show_default=False)] = None,
 ) -> None:
     """Check a weights file: loads safely, has the QualiCLIP layout, holds no NaN or infinite values, and matches
     its pinned SHA-256.
@@ -87,10 +88,14 @@ def verify(
 
         qualiclip weights verify                                      # the installed file
         qualiclip weights verify runs/mine/qualiclip-finetuned.pth
+        qualiclip weights verify --profile my-taste.pth
     """
     from qualiclip_cli.core.model import layout
     from qualiclip_cli.core.model import weights as W
 
+    if profile is not None:
+        _verify_profile(profile, file)
+        return
     target = Path(file) if file else W.cached_weights_path()
     if file is None and not target.exists():
         raise W.WeightsError(f"{target}: no weights installed; run `qualiclip weights download` or `qualiclip weights import FILE`")
@@ -99,3 +104,15 @@ def verify(
     layout.validate_weights(loaded, target, W.QUALICLIP.expected_shapes if file is None else None)
     layout.check_finite(loaded, target)
     typer.echo(f"{display(target)}: ok (sha256 {digest})")
+
+
+def _verify_profile(path: Path, weights: Path | None) -> None:
+    from qualiclip_cli.core.model import weights as W
+    from qualiclip_cli.core.model.profile import describe, load_profile
+
+    loaded = load_profile(path)
+    if weights is not None:
+        loaded.check_base(W.sha256_file(weights), weights)
+    typer.echo(f"{display(path)}: ok, a qualiclip profile" + (f" learned on {display(weights)}" if weights else ""))
+    for line in describe(loaded):
+        typer.echo(f"  {line}")

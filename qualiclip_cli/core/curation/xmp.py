@@ -534,3 +534,56 @@ def read_tags(data: bytes, where: str = "sidecar") -> dict[str, str]:
             if isinstance(child.tag, str) and key(child.tag):
                 found[key(child.tag)] = (child.text or "").strip()
     return found
+
+
+XMPDM_NS = "http://ns.adobe.com/xmp/1.0/DynamicMedia/"
+DIGIKAM_NS = "http://www.digikam.org/ns/1.0/"
+_PICK = f"{{{XMPDM_NS}}}pick"  # Adobe's pick flag: 1 picked, -1 rejected, 0 none
+_PICK_LABEL = f"{{{DIGIKAM_NS}}}PickLabel"  # digiKam's: 0 none, 1 rejected, 2 pending, 3 accepted
+
+
+@dataclass(frozen=True)
+class UserRating:
+    """The judgement an XMP packet records: ``rating`` -1 (reject) or 0..5 (0: none), None when it says nothing;
+    ``ours``: the rating is one qualiclip wrote (equal to our `qualiclip:Rating`, or an earlier version's), not
+    the photographer's."""
+
+    rating: int | None
+    ours: bool = False
+
+
+def user_rating(data: bytes, where: str = "sidecar") -> UserRating:
+    """What a sidecar (or a file's embedded XMP packet) says of the photographer's rating: `xmp:Rating`, and the
+    reject flags `xmpDM:pick` = -1 and digiKam's `PickLabel` = 1 (a reject flag wins over stars: the photo was
+    rejected). Raises CurationError for a packet that is not well-formed XMP."""
+    _encoding_of(data, where)
+    root, _ = _parse(data, where)
+    rdf = _rdf_of(root, where)
+    values = _first_values(rdf)
+    flags: dict[str, str] = {}
+    for desc in rdf.findall(_DESCRIPTION):
+        for tag in (_PICK, _PICK_LABEL):
+            if tag in flags:
+                continue
+            if tag in desc.attrib:
+                flags[tag] = desc.attrib[tag].strip()
+            elif (child := desc.find(tag)) is not None:
+                flags[tag] = "".join(child.itertext()).strip()
+    if _number(flags.get(_PICK)) == -1 or _number(flags.get(_PICK_LABEL)) == 1:
+        return UserRating(REJECT_RATING)  # qualiclip never writes these flags: always the photographer's
+    rating = values.get(RATING)
+    if _unset_rating(rating):
+        return UserRating(None if rating is None else 0)
+    stars = _number(rating)
+    if stars is None or not (stars == REJECT_RATING or 0 <= stars <= 5):
+        return UserRating(None)
+    ours = _same_rating(rating, values.get(OUR_RATING)) or _legacy_ours(rating, values)
+    return UserRating(int(round(stars)) if stars >= 0 else REJECT_RATING, ours=ours)
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None

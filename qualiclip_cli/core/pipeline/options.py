@@ -34,3 +34,5 @@ class ScoreOptions:
     # Grouping needs every record's signals (capture time, camera, embedding): a cached row without them (one
     # stored before schema 3) counts as a miss and is scored again. New scores always carry them.
     signals: bool = False
+    # A personal profile (`model.profile`) whose prompt features replace the base's; its hash joins the identity.
+    profile: str | None = None

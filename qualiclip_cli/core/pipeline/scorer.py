@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from qualiclip_cli.core.errors import UsageError, first_line
 from qualiclip_cli.core.filetypes import is_raw_name
 from qualiclip_cli.core.images.policy import DEFAULT_DECODE_MEMORY, raw_scoring_identity, scoring_identity
+from qualiclip_cli.core.model.profile import profile_identity
 from qualiclip_cli.core.model.runtime import Runtime, make_runtime, reuse_freed_memory
 from qualiclip_cli.core.model.weights import ResolvedWeights
 from qualiclip_cli.core.pipeline.options import DECODERS, DEFAULT_NATIVE_MAX_PIXELS, ScoreOptions
@@ -53,7 +54,9 @@ class Scorer:
         self.options = options
         self.runtime = make_runtime(options.device, options.precision)
         self.decoder = pick_decoder(options.decoder, self.runtime, options.max_side)
-        self.identity = scoring_identity(options.max_side, options.draft, self.decoder, self.runtime.precision)
+        self.profile = _load_profile(options.profile)
+        self.identity = profile_identity(
+            scoring_identity(options.max_side, options.draft, self.decoder, self.runtime.precision), self.profile)
         # A RAW's score also depends on the preview-or-development rule: cached under its own identity.
         self.raw_identity = raw_scoring_identity(self.identity)
         if self.runtime.device_type == "cpu" and 0 < options.max_side <= 2048:
@@ -75,7 +78,13 @@ class Scorer:
             weights.wait_verified()
             raise
         weights.wait_verified()
+        # The grouping embedding stays the base's whatever the profile (only the quality head changes).
+        self.grouping_prompts = model.prompts_features.clone()
+        if self.profile is not None:
+            self.profile.check_base(weights.sha256, weights.path)
+            _apply_profile(model, self.profile)
         self.model = prepare_for_inference(model, self.runtime.device, self.runtime.precision)
+        self.grouping_prompts = self.grouping_prompts.to(self.runtime.device)
         on_cpu = self.runtime.device_type == "cpu"
         self.batch_size = options.batch_size or (1 if on_cpu else 16)
         if options.workers is not None:
@@ -115,7 +124,7 @@ class Scorer:
 
         with torch.inference_mode():
             out = self.model(stacked)
-            grouping = grouping_embeddings(out.embeddings, self.model.prompts_features)
+            grouping = grouping_embeddings(out.embeddings, self.grouping_prompts)
         scores = out.scores.double().cpu().tolist()
         probs = out.pair_probs.double().cpu().tolist()
         embedded = grouping.to(torch.float16).cpu().numpy().astype("<f2")
@@ -194,6 +203,24 @@ def _record(item: Ready, score: float, pairs: dict[str, float], embedding: bytes
                       capture.exposure_bias, embedding)
     return ScoreRecord(path=item.display, score=score, pairs=pairs, width=item.width, height=item.height,
                        source=item.source, signals=signals)
+
+
+def _load_profile(path):
+    if path is None:
+        return None
+    from qualiclip_cli.core.model.profile import load_profile
+
+    return load_profile(path)
+
+
+def _apply_profile(model, profile) -> None:
+    """The profile's prompt features in place of the base's (same shape, checked here against the weights)."""
+    from qualiclip_cli.core.errors import WeightsError
+
+    if tuple(profile.features.shape) != tuple(model.prompts_features.shape):
+        raise WeightsError(f"{profile.path}: profile features of shape {tuple(profile.features.shape)}, the weights' "
+                           f"head has {tuple(model.prompts_features.shape)}")
+    model.prompts_features = profile.features.to(model.prompts_features.dtype).clone()
 
 
 def _memory_budget(total: int):
