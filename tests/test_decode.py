@@ -70,7 +70,7 @@ def test_policy_identity_is_short_and_stable():
     assert policy_identity(0, True) == "exif+native"
     assert policy_identity(0, False) == "exif+native"
     assert policy_identity(1024, True) == "exif+max_side=1024+bicubic-aa+draft"
-    assert policy_identity(1024, False) == "exif+max_side=1024+bicubic-aa"
+    assert policy_identity(1024, False) == "exif+max_side=1024+bicubic-aa+dct4x"  # DCT scaling from 4× down
     with pytest.raises(ValueError):
         policy_identity(-1)
 
@@ -439,7 +439,7 @@ def test_max_pixels_and_jpeg_draft_allowance(tmp_path, astronaut, monkeypatch):
     with pytest.raises(ImageError, match=r"1000×750 px \(0.8 MP\) even at 1/2 JPEG scale, above the 0.5 MP decode"):
         decode_image(p, 1000, draft=True)
     with pytest.raises(ImageError, match="decode limit"):
-        decode_image(p, 256)  # draft is off by default: judged (and decoded) at full size
+        decode_image(p, 256)  # without draft a 7.8× reduction keeps 2× for the resize: 1/2 scale, still above
     with pytest.raises(ImageError, match="decode limit"):
         decode_image(p, 0)
 

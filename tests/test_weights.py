@@ -317,6 +317,9 @@ def test_pinned_file_swapped_while_a_run_starts_is_not_scored_under_the_pin(
                                                  options=ScoreOptions(use_cache=False)).records]
     assert other_scores != reference  # the swap would show in the scores
     swapped = _swap_after_hashing(monkeypatch, pinned, other)
+    # The first run above verified the pinned file and remembered it (an unchanged one is not hashed again:
+    # tests/test_cached_pass.py); forget that, so this run hashes it and the swap hits the hash's window.
+    W.verified_record_path(pinned).unlink()
     run = score_paths([tmp_path / "p"])  # the pinned file from the cache dir, hashed in the background
     assert swapped == [pin]
     assert run.weights_sha256 == pin

@@ -6,10 +6,13 @@ Policy, in order:
    Pillow when it has AVIF support, else through pillow-heif's AVIF opener where that exists).
 2. Refuse, before any pixel is decoded, images above the decode limit (`DECODE_PIXEL_LIMIT`, and
    ``max_pixels`` when given) and images whose scored size would have a side below `MIN_SIDE`.
-   For a JPEG with ``max_side > 0`` and ``draft=True`` the number checked is the size after DCT
-   scaling, so a huge JPEG that decodes small at 1/2, 1/4 or 1/8 scale is allowed.
-3. JPEG speed-up (``draft=True``, ``max_side > 0``): ask libjpeg for the smallest DCT scale whose result is
-   still at least the target size in both axes (computed in the stored frame, before orientation).
+   For a JPEG decoded at a DCT scale (step 3) the number checked is the size after DCT scaling, so a huge
+   JPEG that decodes small at 1/2, 1/4 or 1/8 scale is allowed.
+3. JPEG DCT scaling (``max_side > 0``, `policy.dct_request`): a JPEG reduced by at least 4× is decoded at
+   the smallest DCT scale (1/2, 1/4, 1/8) whose result is still at least twice the target size in both axes,
+   so the antialiased resize still does at least 2× of the reduction; with ``draft=True`` any JPEG is
+   decoded at the smallest scale whose result still covers the target (computed in the stored frame, before
+   orientation).
    With a `MemoryBudget`, also refuse an image whose estimated decode cost (`policy.decode_cost`) is above
    the whole budget, else wait until the budget has room for it; the cost is held until the scored pixels
    exist and Pillow's image is freed (and, for a large one, handed back to the system).
@@ -58,6 +61,7 @@ from qualiclip_cli.core.images.policy import (
     check_cost,
     check_min_side,
     check_pixels,
+    dct_request,
     decode_cost,
     scaled_size,
 )
@@ -363,7 +367,8 @@ def decode_image(
     """Decode ``path`` under the product's preprocessing policy (module docstring).
 
     ``max_side``: 0 = native resolution (reference behaviour), else the longest scored side (downscale
-    only). ``draft``: allow JPEG DCT-scaled decoding when downscaling. ``max_pixels``: an extra limit on
+    only). ``draft``: JPEG DCT-scaled decoding for any reduction (without it, for reductions of 4× and more:
+    module docstring, step 3). ``max_pixels``: an extra limit on
     decoded pixels (the caller's native-resolution guard), on top of `DECODE_PIXEL_LIMIT`. ``budget``: the
     decode memory shared with other threads; the file's estimated cost is held from before its pixels are
     decoded until its scored pixels exist, and a file that costs more than the whole budget is refused.
@@ -574,8 +579,9 @@ def _decode_opened(
         original = (header[1], header[0]) if swap else header
         target = scaled_size(*original, max_side)
         check_min_side(path, target, original, max_side)
-        if draft and max_side > 0 and target != original:
-            requested = (target[1], target[0]) if swap else target
+        upright = dct_request(original, target, draft) if max_side > 0 else None
+        if upright is not None:
+            requested = (upright[1], upright[0]) if swap else upright
             if im.draft("RGB", requested) is not None:
                 scale = max(1, round(header[0] / im.size[0]))  # the DCT scale libjpeg will use
     else:

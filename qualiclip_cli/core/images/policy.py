@@ -34,13 +34,35 @@ SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 RESIZE_IDENTITY = "bicubic-aa"
 
 
+#: A JPEG whose long side is reduced by at least this factor is decoded at a DCT scale (1/2, 1/4 or 1/8: libjpeg
+#: computes fewer coefficients) that still leaves at least `DCT_LEFTOVER`× of the reduction to the antialiased
+#: resize, instead of in full (an 80 MP panorama: 13 s → a fraction of a second). The score change it causes is
+#: measured by bench/huge.py (README, "Huge images"). Named in the identity by `DCT_IDENTITY`.
+DCT_MIN_REDUCTION = 4
+DCT_LEFTOVER = 2
+DCT_IDENTITY = "dct4x"
+
+
 def policy_identity(max_side: int, draft: bool = False) -> str:
     """A short stable string naming the preprocessing, stored with every score."""
     if max_side < 0:
         raise ValueError(f"max_side must be >= 0, got {max_side}")
     if max_side == 0:
         return "exif+native"
-    return f"exif+max_side={max_side}+{RESIZE_IDENTITY}" + ("+draft" if draft else "")
+    return f"exif+max_side={max_side}+{RESIZE_IDENTITY}" + ("+draft" if draft else f"+{DCT_IDENTITY}")
+
+
+def dct_request(original: tuple[int, int], target: tuple[int, int], draft: bool) -> tuple[int, int] | None:
+    """The size (upright) to ask libjpeg's DCT scaling for, for an image of ``original`` size scored at
+    ``target``: with ``draft`` the target itself (the smallest scale that covers it); else, for a reduction of
+    at least `DCT_MIN_REDUCTION`×, `DCT_LEFTOVER`× the target; None: decode in full."""
+    if target == original:
+        return None
+    if draft:
+        return target
+    if max(original) < DCT_MIN_REDUCTION * max(target):
+        return None
+    return target[0] * DCT_LEFTOVER, target[1] * DCT_LEFTOVER
 
 
 def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:

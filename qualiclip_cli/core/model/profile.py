@@ -43,10 +43,10 @@ class Profile:
                 "profile on these")
 
 
-def profile_identity(identity: str, profile: Profile | None) -> str:
-    """The scoring identity of scores made with ``profile`` (the file's SHA-256 joins it), so a score cached
-    without it, or under another profile, is never served."""
-    return identity if profile is None else f"{identity}+profile:{profile.sha256}"
+def profile_identity(identity: str, profile_sha256: str | None) -> str:
+    """The scoring identity of scores made with the profile of this SHA-256 (it joins the identity), so a score
+    cached without it, or under another profile, is never served."""
+    return identity if profile_sha256 is None else f"{identity}+profile:{profile_sha256}"
 
 
 def save_profile(path: os.PathLike | str, features, base_sha256: str, provenance: dict) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 from qualiclip_cli.core.errors import UsageError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-#: auto: fp32 on every device (see pick_precision); bf16 and fp16 are opt-in.
+#: auto: fp16 on CUDA (the reference's autocast), fp32 elsewhere (see pick_precision); fp32 is the strict mode.
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
@@ -26,9 +28,7 @@ class Runtime:
 def pick_device(requested: str = "auto") -> str:
     import torch
 
-    kind = requested.split(":")[0]
-    if kind not in DEVICES:
-        raise UsageError(f"unknown device {requested!r}; choose one of {', '.join(DEVICES)}")
+    kind = check_device_name(requested)
     if kind == "auto":
         if torch.cuda.is_available():
             return "cuda"
@@ -42,23 +42,75 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
-def pick_precision(requested: str) -> str:
-    """Resolve `auto`. Reduced precision is the default only where bench/ shows its scores within 0.01 of
-    fp32 at the same resolution (README, "Performance"). On the benchmark's batch-norm-calibrated random
-    weights neither bf16 (0.10) nor fp16 (0.02, with the fp32 stem and pool of model.prepare_for_inference)
-    met that bar, so `auto` is fp32 on every device (native resolution included) until a measurement shows
-    otherwise (bench/gpu.sh measures it on CUDA).
+def pick_precision(requested: str, device_type: str = "cpu") -> str:
+    """Resolve `auto` for a device of kind ``device_type``: fp16 on CUDA, fp32 elsewhere.
+
+    On CUDA the reference's own inference runs under `torch.cuda.amp.autocast()`: fp16 convolutions *are* its
+    GPU behaviour, so `auto` follows it there (`inference.prepare_for_inference`: the four residual stages in
+    fp16, the stem and the pool in fp32; bench/gpu.sh reports its difference from fp32 on the same photos).
+    `fp32` stays the strict mode (and `--max-side 0 --precision fp32` the golden one). On the CPU and MPS `auto`
+    is fp32: there reduced precision is slower or no faster, and it moved scores by more than 0.01 (bf16 0.10,
+    fp16 0.02 on the benchmark's calibrated random weights).
     """
     if requested not in PRECISIONS:
         raise UsageError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISIONS)}")
     if requested != "auto":
         return requested
-    return "fp32"
+    return "fp16" if device_type == "cuda" else "fp32"
+
+
+def check_device_name(requested: str) -> str:
+    """The device kind of ``requested`` ("auto", "cpu", "cuda", "mps"), or the UsageError of an unknown one."""
+    kind = requested.split(":")[0]
+    if kind not in DEVICES:
+        raise UsageError(f"unknown device {requested!r}; choose one of {', '.join(DEVICES)}")
+    return kind
+
+
+def cuda_impossible() -> bool:
+    """True when this process certainly cannot use CUDA, decided without importing torch: the installed torch
+    was built without CUDA (its `torch/version.py` says `cuda = None`), CUDA_VISIBLE_DEVICES hides every GPU
+    ("" or "-1"), or there is no NVIDIA driver (Linux: neither /proc/driver/nvidia/version nor /dev/nvidia0,
+    and no WSL GPU at /dev/dxg; macOS: CUDA does not exist there). Anything else counts as "CUDA may exist"
+    (False): only torch can then tell."""
+    import importlib.util
+    import os
+    import sys
+
+    if sys.platform == "darwin":
+        return True
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return True
+    try:
+        spec = importlib.util.find_spec("torch")
+        origin = spec.origin if spec is not None else None
+        if origin:
+            version = Path(origin).with_name("version.py").read_text(encoding="utf-8")
+            if re.search(r"^cuda\s*(:\s*[^=]+)?=\s*None\s*$", version, re.MULTILINE):
+                return True
+    except (OSError, ValueError, ImportError):
+        pass
+    if sys.platform.startswith("linux"):
+        return not any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidia0", "/dev/dxg"))
+    return False
+
+
+def device_type_without_torch(requested: str = "auto") -> str | None:
+    """The kind of device `pick_device(requested)` would give, as far as the scoring identity cares ("cuda" or
+    "cpu", which also stands for MPS: precision and decoder are the same there), without importing torch; None
+    when only torch can tell (`auto` on a machine where CUDA may exist). An explicit device is taken at its word:
+    one that is not there is refused when the model loads, on the first file the cache does not hold."""
+    kind = check_device_name(requested)
+    if kind == "cuda":
+        return "cuda"
+    if kind in ("cpu", "mps"):
+        return "cpu"
+    return "cpu" if cuda_impossible() else None
 
 
 def make_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     dev = pick_device(device)
-    return Runtime(device=dev, precision=pick_precision(precision))
+    return Runtime(device=dev, precision=pick_precision(precision, dev.split(":")[0]))
 
 
 _ALLOCATOR_TUNED = False

@@ -3,7 +3,9 @@
 Resolution order (first that applies): explicit path (`--weights`) > `QUALICLIP_WEIGHTS` > the cache dir
 (`paths.cache_dir()`) > a download on first use (unless offline). Downloads land in a temporary file and are
 renamed into place only when complete and structurally valid; the SHA-256 of the first good file is recorded
-beside it and checked on every later load. What is hashed is what is loaded: the scorer's weights file is opened
+beside it and checked on every later load; the size, times and inode of the file that last passed that check are
+recorded with it (`verified_record_path`), and while they are unchanged the file is not hashed again (a changed
+file is hashed, and refused unless it still matches the pin). What is hashed is what is loaded: the scorer's weights file is opened
 once, and both the hash and the model are read through that open file, so a file renamed over the pinned one
 while a run starts is never scored under the pinned hash. Loading never unpickles objects (`weights_only=True`).
 """
@@ -125,6 +127,8 @@ class ResolvedWeights:
     _sha256: str | Future  # the digest, or a Future of it
     source: str  # "argument", "environment", "cache", "download"
     _opened: _Opened | None = field(default=None, compare=False, repr=False)
+    #: the `file_stamp` of the file when it last passed its pin check (a pinned file not hashed this run)
+    _verified: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def sha256(self) -> str:
@@ -145,6 +149,8 @@ class ResolvedWeights:
         if f is not None:
             return f
         f = _open(self.path)
+        if self._verified is not None and _fstamp(f.fileno()) == self._verified:
+            return f  # the very file that passed the pin check, unchanged since (size, times, inode)
         try:
             actual, expected = _sha256_open_file(f.fileno(), self.path), self.sha256
         except BaseException:
@@ -159,10 +165,14 @@ class ResolvedWeights:
         return f
 
 
-def _open_and_hash(path: Path, verify: Callable[[str], str]) -> tuple[_Opened, Future]:
+Verify = Callable[[str, "tuple[int, ...] | None"], str]
+
+
+def _open_and_hash(path: Path, verify: Verify) -> tuple[_Opened, Future]:
     """Open ``path`` once in a daemon thread and hand that handle to the loader; then hash the same open file
     (through a duplicate descriptor, with positional reads that leave the loader's offset alone) and return
-    ``verify(digest)``. hashlib releases the GIL: the hash overlaps the load."""
+    ``verify(digest, stamp)``, ``stamp`` being the file's `file_stamp` when it did not change while it was
+    hashed (else None). hashlib releases the GIL: the hash overlaps the load."""
     opened = _Opened()
     handle, digest = opened.future, Future()
 
@@ -180,7 +190,9 @@ def _open_and_hash(path: Path, verify: Callable[[str], str]) -> tuple[_Opened, F
             return
         handle.set_result(f)
         try:
-            digest.set_result(verify(_sha256_open_file(fd, path)))
+            before = _fstamp(fd)
+            actual = _sha256_open_file(fd, path)
+            digest.set_result(verify(actual, before if _fstamp(fd) == before else None))
         except BaseException as exc:
             digest.set_exception(exc)
         finally:
@@ -222,6 +234,58 @@ def read_recorded_hash(weights_path: Path) -> str | None:
 
 def record_hash(weights_path: Path, sha256: str) -> None:
     atomic_write_text(hash_record_path(weights_path), f"{sha256}  {weights_path.name}\n")
+
+
+def verified_record_path(weights_path: Path) -> Path:
+    """Where the `file_stamp` of the file that last passed its pin check is kept, with its digest."""
+    return weights_path.with_name(weights_path.name + ".verified")
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
+
+
+def file_stamp(path: Path) -> tuple[int, ...] | None:
+    """(size, mtime, ctime, inode, device) of ``path``: any write, replacement, rename or copy changes it; None
+    when it cannot be read."""
+    try:
+        return _stamp(os.stat(path))
+    except OSError:
+        return None
+
+
+def _fstamp(fd: int) -> tuple[int, ...] | None:
+    try:
+        return _stamp(os.fstat(fd))
+    except OSError:
+        return None
+
+
+def _record_verified(weights_path: Path, sha256: str, stamp: tuple[int, ...] | None) -> None:
+    """Remember that the file with this stamp matched its pin (best effort: without it, the next run hashes)."""
+    if stamp is None:
+        return
+    try:
+        atomic_write_text(verified_record_path(weights_path), " ".join([sha256, *map(str, stamp)]) + "\n")
+    except OSError:
+        pass
+
+
+def verified_unchanged(weights_path: Path) -> tuple[str, tuple[int, ...]] | None:
+    """(digest, stamp) when ``weights_path`` passed its pin check before and its stamp is unchanged since, so it
+    need not be hashed again; None when it must be hashed (never checked, changed, or the pin changed)."""
+    try:
+        fields = verified_record_path(weights_path).read_text(encoding="utf-8").split()
+        recorded = read_recorded_hash(weights_path)
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(fields) != 6 or recorded is None or fields[0] != recorded:
+        return None
+    try:
+        stamp = tuple(int(v) for v in fields[1:])
+    except ValueError:
+        return None
+    return (recorded, stamp) if file_stamp(weights_path) == stamp else None
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -266,22 +330,27 @@ def resolve_weights(
     load the same open file (`ResolvedWeights.open_for_loading`).
     ``on_download_start(cache_dir, url)``: called when no file was found and a download is about to start.
     """
-    def found(path: Path, source: str, verify: Callable[[str], str]) -> ResolvedWeights:
+    def found(path: Path, source: str, verify: Verify) -> ResolvedWeights:
         if hash_in_background:
             opened, digest = _open_and_hash(path, verify)
             return ResolvedWeights(path, digest, source, opened)
-        return ResolvedWeights(path, verify(sha256_file(path)), source)
+        before = file_stamp(path)
+        actual = sha256_file(path)
+        return ResolvedWeights(path, verify(actual, before if file_stamp(path) == before else None), source)
 
     if explicit:
         path = _existing(Path(explicit).expanduser(), "--weights")
-        return found(path, "argument", lambda digest: digest)
+        return found(path, "argument", lambda digest, stamp: digest)
     env = os.environ.get("QUALICLIP_WEIGHTS")
     if env:
         path = _existing(Path(env).expanduser(), "QUALICLIP_WEIGHTS")
-        return found(path, "environment", lambda digest: digest)
+        return found(path, "environment", lambda digest, stamp: digest)
     cached = cached_weights_path(spec)
     if cached.exists():
-        return found(cached, "cache", lambda digest: _verify_pin(cached, digest, spec))
+        unchanged = verified_unchanged(cached)
+        if unchanged is not None:  # checked against its pin before, and not touched since: no hash needed
+            return ResolvedWeights(cached, unchanged[0], "cache", _verified=unchanged[1])
+        return found(cached, "cache", lambda digest, stamp: _verify_pin(cached, digest, spec, stamp))
     if offline_requested(offline):
         raise OfflineError(
             f"no {spec.title} weights in {cached.parent} and offline mode is on: download {spec.download_url} "
@@ -303,8 +372,9 @@ def verify_recorded_hash(path: Path, spec: WeightsSpec = QUALICLIP) -> str:
     return _verify_pin(path, sha256_file(path), spec)
 
 
-def _verify_pin(path: Path, actual: str, spec: WeightsSpec) -> str:
-    """``actual``, the file's digest, checked against the one recorded when it was installed."""
+def _verify_pin(path: Path, actual: str, spec: WeightsSpec, stamp: tuple[int, ...] | None = None) -> str:
+    """``actual``, the file's digest, checked against the one recorded when it was installed; ``stamp``: the
+    hashed file's `file_stamp`, recorded once it passes (None: the file changed while it was hashed)."""
     recorded = read_recorded_hash(path)
     if recorded is None:
         # Placed by hand: accept it once it is structurally valid, and pin it from now on.
@@ -315,6 +385,7 @@ def _verify_pin(path: Path, actual: str, spec: WeightsSpec) -> str:
             f"{path}: SHA-256 {actual[:12]}… does not match {recorded[:12]}… recorded when it was installed "
             f"(corrupted or replaced); {spec.reinstall_hint(path)}"
         )
+    _record_verified(path, actual, stamp)
     return actual
 
 

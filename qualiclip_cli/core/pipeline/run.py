@@ -1,8 +1,11 @@
 """`score_paths`: the one scoring entry every scoring command calls.
 
 walk (`images.discovery`) → leave out files under `skip_under` → nothing to score: `NothingToScore`, before the
-weights are looked for → resolve the weights (hash in the background) → `Scorer` (waits for the hash's verdict)
-→ results cache → ordered stream → records, in walk order. Progress goes through callbacks; nothing here prints.
+weights are looked for → resolve the weights (hash in the background, none for a pinned file unchanged since it
+was last verified) → results cache, opened with the identity computed without torch where it can be
+(`scorer.planned_identities`) → every file a hit: the records, with no torch imported and no model loaded →
+else `Scorer` (waits for the hash's verdict) → ordered stream → records, in walk order. Progress goes through
+callbacks; nothing here prints.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from qualiclip_cli.core.images.discovery import Found, RawPairs, Skipped, find_i
 from qualiclip_cli.core.model.weights import ProgressCallback, resolve_weights
 from qualiclip_cli.core.paths import kernel_path
 from qualiclip_cli.core.pipeline.options import ScoreOptions
-from qualiclip_cli.core.pipeline.scorer import Scorer, open_cache
+from qualiclip_cli.core.pipeline.scorer import Scorer, open_cache, open_results_cache, planned_identities
 from qualiclip_cli.core.records import ScoreRecord
 
 
@@ -157,6 +160,15 @@ def score_paths(
     resolved = resolve_weights(weights, offline, progress=on_download_progress, hash_in_background=True,
                                on_download_start=on_download_start)
     start = time.perf_counter()
+    cached = _all_cached(found, resolved, options, on_warning)
+    if cached is not None:
+        records, identity = cached
+        if on_start is not None:
+            on_start(len(found))
+        for record in records:
+            if on_record is not None:
+                on_record(record)
+        return ScoringRun(records, time.perf_counter() - start, resolved.sha256, identity, skipped)
     scorer = Scorer(resolved, options)
     cache = open_cache(scorer, options.use_cache, warn=on_warning)
     if on_start is not None:
@@ -167,3 +179,38 @@ def score_paths(
         if cache is not None:
             cache.close()
     return ScoringRun(records, time.perf_counter() - start, scorer.weights.sha256, scorer.identity, skipped)
+
+
+def _all_cached(found: list[Found], resolved, options: ScoreOptions,
+                on_warning: Callable[[str], None] | None) -> tuple[list[ScoreRecord], str] | None:
+    """The records of a pass whose every file is in the results cache (walk problems included, as error rows),
+    and the identity they were scored under, found without importing torch or loading the model; None as soon
+    as one file is not there (or the identity needs torch to be known: `auto` where CUDA may exist), and the pass
+    then runs the model as usual (its stream looks each file up again: a lookup costs microseconds)."""
+    if not options.use_cache or options.rescore:
+        return None
+    planned = planned_identities(options)
+    if planned is None:
+        return None
+    from qualiclip_cli.core.pipeline.cache import FileIdentity
+
+    # The hash (or the pin's verdict) first: nothing is served for a weights file that fails its check.
+    cache = open_results_cache(resolved.sha256, planned, warn=on_warning)
+    records: list[ScoreRecord] = []
+    try:
+        for entry in found:
+            display = str(entry.path)
+            if entry.error:
+                records.append(ScoreRecord.failure(display, entry.error))
+                continue
+            try:
+                ident = FileIdentity.of(entry.path)
+            except OSError:
+                return None  # the stream reports it, exactly as it always has
+            hit = cache.lookup(ident, display, need_signals=options.signals)
+            if hit is None:
+                return None
+            records.append(hit)
+    finally:
+        cache.close()
+    return records, planned[0]

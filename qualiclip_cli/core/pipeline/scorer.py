@@ -17,7 +17,13 @@ from qualiclip_cli.core.errors import UsageError, first_line
 from qualiclip_cli.core.filetypes import is_raw_name
 from qualiclip_cli.core.images.policy import DEFAULT_DECODE_MEMORY, raw_scoring_identity, scoring_identity
 from qualiclip_cli.core.model.profile import profile_identity
-from qualiclip_cli.core.model.runtime import Runtime, make_runtime, reuse_freed_memory
+from qualiclip_cli.core.model.runtime import (
+    Runtime,
+    device_type_without_torch,
+    make_runtime,
+    pick_precision,
+    reuse_freed_memory,
+)
 from qualiclip_cli.core.model.weights import ResolvedWeights
 from qualiclip_cli.core.pipeline.options import DECODERS, DEFAULT_NATIVE_MAX_PIXELS, ScoreOptions
 from qualiclip_cli.core.pipeline.stream import Ready, ScoreStream
@@ -39,6 +45,35 @@ def pick_decoder(requested: str, runtime: Runtime, max_side: int) -> str:
     return requested
 
 
+def identities(options: ScoreOptions, runtime: Runtime, profile_sha256: str | None = None) -> tuple[str, str]:
+    """The scoring identity of a run with these options on ``runtime`` (decoder, policy, precision, and the
+    profile's SHA-256 when one is used), and the identity of its RAW files' scores."""
+    decoder = pick_decoder(options.decoder, runtime, options.max_side)
+    identity = profile_identity(scoring_identity(options.max_side, options.draft, decoder, runtime.precision),
+                                profile_sha256)
+    # A RAW's score also depends on the preview-or-development rule: cached under its own identity.
+    return identity, raw_scoring_identity(identity)
+
+
+def planned_identities(options: ScoreOptions) -> tuple[str, str] | None:
+    """`identities` of the Scorer these options would build, computed without importing torch or loading
+    anything; None when only torch can tell which device `auto` means (CUDA may exist on this machine)."""
+    device_type = device_type_without_torch(options.device)
+    if device_type is None:
+        return None
+    profile_sha256 = None
+    if options.profile is not None:
+        # Its hash alone names the cached rows (they were stored by a run that checked the profile against the
+        # weights); a profile that cannot be read is reported by the Scorer that the first miss builds.
+        from qualiclip_cli.core.hashing import sha256_file
+
+        try:
+            profile_sha256 = sha256_file(options.profile)
+        except OSError:
+            return None
+    return identities(options, Runtime(device_type, pick_precision(options.precision, device_type)), profile_sha256)
+
+
 class Scorer:
     """A loaded model on a device, ready to score many files. Build once per command."""
 
@@ -55,10 +90,8 @@ class Scorer:
         self.runtime = make_runtime(options.device, options.precision)
         self.decoder = pick_decoder(options.decoder, self.runtime, options.max_side)
         self.profile = _load_profile(options.profile)
-        self.identity = profile_identity(
-            scoring_identity(options.max_side, options.draft, self.decoder, self.runtime.precision), self.profile)
-        # A RAW's score also depends on the preview-or-development rule: cached under its own identity.
-        self.raw_identity = raw_scoring_identity(self.identity)
+        self.identity, self.raw_identity = identities(
+            options, self.runtime, None if self.profile is None else self.profile.sha256)
         if self.runtime.device_type == "cpu" and 0 < options.max_side <= 2048:
             # Not at native size: a never-trimmed heap would keep the peak of a 12 MP pass (6 GB vs 3.6 GB).
             reuse_freed_memory()
@@ -234,8 +267,15 @@ def open_cache(scorer: Scorer, enabled: bool = True, warn: Callable[[str], None]
     one-line warnings (a damaged cache set aside, a locked one, one turned off); the cache never raises."""
     if not enabled:
         return None
+    return open_results_cache(scorer.weights.sha256, (scorer.identity, scorer.raw_identity), warn)
+
+
+def open_results_cache(weights_sha256: str, identities: tuple[str, str],
+                       warn: Callable[[str], None] | None = None) -> ResultsCache:
+    """The results cache for these weights and (identity, RAW identity), with no scorer (a pass that may need
+    no model at all). Imports neither torch nor the model."""
     from qualiclip_cli.core.paths import results_cache_path
     from qualiclip_cli.core.pipeline.cache import ResultsCache
 
-    return ResultsCache(results_cache_path(), scorer.weights.sha256, scorer.identity, warn=warn,
-                        raw_identity=scorer.raw_identity)
+    identity, raw_identity = identities
+    return ResultsCache(results_cache_path(), weights_sha256, identity, warn=warn, raw_identity=raw_identity)
