@@ -35,6 +35,31 @@ def run_process(*args: str, env: dict | None = None, timeout: float = 120) -> su
     )
 
 
+# Runs one CLI command in this process, then says on its last stderr line whether torch was ever imported.
+_TORCH_PROBE = (
+    "import sys\n"
+    "from qualiclip_cli.commands.app import app\n"
+    "try:\n"
+    "    app(sys.argv[1:], prog_name='qualiclip')\n"
+    "except SystemExit as exc:\n"
+    "    code = exc.code\n"
+    "else:\n"
+    "    code = 0\n"
+    "print('TORCH_IMPORTED=' + str('torch' in sys.modules), file=sys.stderr)\n"
+    "raise SystemExit(code)\n"
+)
+
+
+def torch_probe(*args, env) -> tuple[subprocess.CompletedProcess, bool]:
+    """A real process running one CLI command; also whether it ever imported torch."""
+    full = {**os.environ, **env}
+    done = subprocess.run([sys.executable, "-c", _TORCH_PROBE, *map(str, args)], capture_output=True, text=True,
+                          env=full, timeout=120)
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("TORCH_IMPORTED="), done.stderr
+    return done, last == "TORCH_IMPORTED=True"
+
+
 def natural_image(name: str = "astronaut", size: tuple[int, int] | None = (96, 72)) -> Image.Image:
     from skimage import data
 

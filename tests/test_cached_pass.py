@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,29 +17,7 @@ from qualiclip_cli.core.pipeline.options import ScoreOptions
 from qualiclip_cli.core.pipeline.scorer import planned_identities
 
 from cli_support import jsonl_rows, make_photo_dir, natural_image, run_process
-
-# Runs one CLI command in this process, then says on its last stderr line whether torch was ever imported.
-_PROBE = (
-    "import sys\n"
-    "from qualiclip_cli.commands.app import app\n"
-    "try:\n"
-    "    app(sys.argv[1:], prog_name='qualiclip')\n"
-    "except SystemExit as exc:\n"
-    "    code = exc.code\n"
-    "else:\n"
-    "    code = 0\n"
-    "print('TORCH_IMPORTED=' + str('torch' in sys.modules), file=sys.stderr)\n"
-    "raise SystemExit(code)\n"
-)
-
-
-def _probe(*args, env) -> tuple[subprocess.CompletedProcess, bool]:
-    full = {**os.environ, **env}
-    done = subprocess.run([sys.executable, "-c", _PROBE, *map(str, args)], capture_output=True, text=True,
-                          env=full, timeout=120)
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("TORCH_IMPORTED="), done.stderr
-    return done, last == "TORCH_IMPORTED=True"
+from cli_support import torch_probe as _probe
 
 
 def test_a_fully_cached_pass_imports_no_torch_and_a_miss_still_scores(tmp_path, tiny_weights_file, isolated_home):

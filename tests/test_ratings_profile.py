@@ -195,6 +195,13 @@ def test_profile_loads_in_score_and_changes_the_cached_identity(learned, profile
     again_mine = json.loads(run_cli("score", shoot, "--weights", tiny_weights_file, "--profile", profile_file,
                                     "-f", "json").stdout)
     assert again_base == base and again_mine == personal
+    # The cached pass with a profile needs neither torch nor the model either (its hash alone names the rows).
+    from cli_support import torch_probe
+
+    done, torch_imported = torch_probe("score", shoot, "--weights", tiny_weights_file, "--profile", profile_file,
+                                       "--device", "cpu", "-f", "json", env={})
+    assert done.returncode == 0, done.stderr
+    assert not torch_imported and json.loads(done.stdout) == personal
 
 
 def test_profile_is_refused_on_other_base_weights(profile_file, tmp_path):
