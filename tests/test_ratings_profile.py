@@ -153,6 +153,23 @@ def test_training_is_deterministic_with_a_seed(learned):
     assert not np.array_equal(other.features, trained.features)  # another split of the shoots
 
 
+def test_a_metric_undefined_on_the_held_out_shoots_is_stored_as_null(learned, tmp_path):
+    """Equal scores everywhere (one embedding for every photo) leave the SRCC undefined (NaN): the profile is still
+    written, with null there (JSON has no NaN), instead of an internal error."""
+    from dataclasses import replace
+
+    from qualiclip_cli.core.model.profile import load_profile
+    from training import ratings as R
+
+    _, _, embedded, _, _ = learned
+    flat = replace(embedded, embeddings=np.repeat(embedded.embeddings[:1], len(embedded.embeddings), axis=0),
+                   base_scores=np.full(len(embedded.base_scores), 0.5))
+    trained = R.train_profile(flat, holdout=0.25, seed=1, steps=5)
+    assert trained.report["base"]["srcc"] != trained.report["base"]["srcc"]  # NaN: the case under test
+    R.save_trained(trained, tmp_path / "flat.pth")
+    assert load_profile(tmp_path / "flat.pth").provenance["held_out"]["base"]["srcc"] is None
+
+
 def test_metrics_on_known_orders():
     from training.ratings import metrics
 

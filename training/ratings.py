@@ -336,7 +336,9 @@ def train_profile(embedded: Embedded, holdout: float = HOLDOUT, seed: int = 0, s
         "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         "photos": len(photos), "shoots": len(set(shoots)), "train_photos": len(tr), "train_shoots": len(train_shoots),
         "held_out_photos": len(te), "held_out_shoots": len(held_shoots), "seed": seed, "steps": steps,
-        "held_out": {k: {m: v for m, v in report[k].items() if m in ("pairwise_accuracy", "srcc", "reject_auc")}
+        # A metric that is undefined on these shoots (SRCC of scores that are all equal) is NaN: stored as null.
+        "held_out": {k: {m: (None if v is None or v != v else v) for m, v in report[k].items()
+                         if m in ("pairwise_accuracy", "srcc", "reject_auc")}
                      for k in ("base", "personal")},
         "ratings": sorted({int(r) for r in ratings.tolist()}),
     }
