@@ -35,10 +35,10 @@ def score(
         "--key-column", help="The parquet column of the sample key \\[default: __key__, key, else the row number].")] = None,
     embeddings: Annotated[bool, typer.Option("--embeddings", help="Add each image's L2-normalised embedding "
                           "(a list of float16).")] = False,
-    ray: Annotated[Optional[str], typer.Option(
-        "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
-        help="Score on a Ray cluster at ADDRESS (e.g. ray://head:10001 or auto); without ADDRESS a local one.",
-        show_default=False)] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Score on a Ray cluster: the one at --ray-address, else a "
+                   "local one (the `data` extra).")] = False,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="With --ray: the cluster's address "
+                           "(e.g. auto, or ray://head:10001) \\[default: a local cluster].")] = None,
     actors: Annotated[Optional[int], typer.Option("--actors", min=1, help="With --ray: scoring actors \\[default: "
                       "one per GPU with --gpus-per-actor, else one per CPU].")] = None,
     gpus_per_actor: Annotated[float, typer.Option("--gpus-per-actor", min=0, help="With --ray: GPUs each actor "
@@ -76,8 +76,11 @@ def score(
     """
     from qualiclip_cli.commands.console import advance, make_progress, markup_safe, notes, warn
     from qualiclip_cli.core.dataset.run import DatasetOptions
+    from qualiclip_cli.core.errors import UsageError
     from qualiclip_cli.core.pipeline.options import ScoreOptions
 
+    if not ray and (ray_address is not None or actors is not None or gpus_per_actor):
+        raise UsageError("--ray-address, --actors and --gpus-per-actor go with --ray")
     options = ScoreOptions(max_side=opt.parse_max_side(max_side), draft=jpeg_draft, batch_size=batch_size,
                            device=device, precision=precision, workers=workers, use_cache=False,
                            max_pixels=max_pixels, decoder="pillow",
@@ -108,7 +111,7 @@ def score(
 
         common = dict(options=options, dataset=dataset, weights=weights, offline=offline, on_start=on_start,
                       on_record=on_record, on_shard=on_shard)
-        if ray is None:
+        if not ray:
             from qualiclip_cli.commands.weights_progress import announce_download, download_bar
             from qualiclip_cli.core.dataset.run import score_shards
 
@@ -118,7 +121,7 @@ def score(
         else:
             from qualiclip_cli.ray import score_shards_on_ray
 
-            run = score_shards_on_ray(shards, out, address=None if ray == "local" else ray, actors=actors,
+            run = score_shards_on_ray(shards, out, address=ray_address, actors=actors,
                                       gpus_per_actor=gpus_per_actor, **common)
     for problem in run.problems:
         warn(problem)
