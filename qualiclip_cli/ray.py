@@ -186,8 +186,8 @@ def score_shards_on_ray(
         broken: dict[int, str] = {}
         for row in scored.iter_rows():
             shard = int(row["__shard__"])
-            if row["__shard_error__"]:
-                broken[shard] = row["__shard_error__"]
+            if _text(row.get("__shard_error__")):
+                broken[shard] = _text(row["__shard_error__"])
                 continue
             record = _record_of(row)
             collected[shard].append((int(row["__index__"]), row["__key__"], record, row.get("embedding")))
@@ -243,13 +243,18 @@ def read_shard_rows(item: dict, image_field: str | None = None, key_column: str 
     return rows
 
 
+def _text(value) -> str | None:
+    """A text cell as Ray hands it back: a missing value may come as None or as NaN."""
+    return value if isinstance(value, str) and value else None
+
+
 def _record_of(row: dict):
     from qualiclip_cli.core.records import STATUS_OK, ScoreRecord
 
-    if row.get("__error__"):
-        return ScoreRecord.failure(row["__name__"], row["__error__"])
+    if _text(row.get("__error__")):
+        return ScoreRecord.failure(row["__name__"], _text(row["__error__"]))
     if row["status"] != STATUS_OK:
-        return ScoreRecord.failure(row["__name__"], row["error"])
+        return ScoreRecord.failure(row["__name__"], _text(row["error"]) or "could not be scored")
     return ScoreRecord(path=row["__name__"], score=float(row["score"]), width=int(row["width"]),
                        height=int(row["height"]), source=row["source"],
                        pairs={n: float(row[f"pair_{n}"]) for n in PAIR_NAMES})
