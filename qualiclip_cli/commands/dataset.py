@@ -24,8 +24,8 @@ KeysFormat = Literal["lines", "parquet"]
 @app.command("score")
 @handle_errors
 def score(
-    shards: Annotated[list[str], typer.Argument(help="Tar shards and parquet files; brace ranges "
-                      "(shards/{000000..000146}.tar) and globs (shards/*.tar) expand.", show_default=False)],
+    shards: Annotated[list[str], typer.Argument(help="Tar shards and parquet files; brace ranges and "
+                      "lists as in bash (a range keeps its zero padding) and globs (shards/*.tar) expand.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="Folder of the outputs: one `<shard name>.parquet` per shard.",
                                       show_default=False)],
     image_column: Annotated[Optional[str], typer.Option(
@@ -61,15 +61,15 @@ def score(
 
     Examples:
 
-        qualiclip dataset score 'shards/{000000..000146}.tar' --out scores/
-        qualiclip dataset score data/*.parquet --image-column image --out scores/
+        qualiclip dataset score 'shards/*.tar' --out scores/
+        qualiclip dataset score 'data/*.parquet' --image-column image --out scores/
         qualiclip dataset score 'shards/*.tar' --out scores/ --ray --gpus-per-actor 1
 
     Each output holds one row per sample, keyed by `__key__`, with its score, status, error, sub-scores and the
     weights and policy that gave them; it is written whole or not at all. A shard whose output already holds
     scores of the same weights and policy is skipped (--rescore redoes it). Bad samples (not an image, cut
     short, no image member) are rows with status "error"; a shard that cannot be read is reported and the
-    others go on. Quote brace patterns so the shell leaves them to qualiclip.
+    others go on. Quote brace ranges and globs so the shell leaves them to qualiclip.
 
     Exit code 0 when every sample was scored, 3 when some samples or shards failed, 1 on a fatal error, 2 on
     bad usage.
