@@ -46,7 +46,7 @@ def test_tar_and_parquet_shards_score_as_the_same_files(tmp_path, tiny_weights_f
     keys = sorted(images)
     write_tar(tmp_path / "shards" / "000000.tar",
               [m for k in keys[:2] for m in ((f"{k}.jpg", images[k]), (f"{k}.txt", b"a caption"))])
-    write_tar(tmp_path / "shards" / "000001.tar", [(f"{k}.json", b"{}") for k in []] +
+    write_tar(tmp_path / "shards" / "000001.tar",
               [(f"{k}.cls", b"3") for k in keys[2:3]] + [(f"{k}.jpg", images[k]) for k in keys[2:]])
     write_parquet(tmp_path / "table" / "part-0.parquet",
                   [{"__key__": k, "caption": "x", "jpg": images[k]} for k in keys])

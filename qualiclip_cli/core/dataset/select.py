@@ -2,7 +2,7 @@
 
 DataComp-style filtering: every ok row of every ``*.parquet`` in the folder (qualiclip's outputs only; error rows
 are never kept), kept when its score is at least ``min_score`` and, with ``top_percent``, when it is among the
-best ``top_percent`` % of all ok rows (ties at the cut-off all stay; equal scores in key order). Both given: both
+best ``top_percent`` % of all ok rows (ties at the cut-off all stay). Both given: both
 must hold. The kept rows come back in shard then row order.
 """
 
