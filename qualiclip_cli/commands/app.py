@@ -6,6 +6,7 @@ import typer
 
 from qualiclip_cli import __version__
 from qualiclip_cli.commands import cull as cull_cmd
+from qualiclip_cli.commands import dataset as dataset_cmd
 from qualiclip_cli.commands import evaluate as evaluate_cmd
 from qualiclip_cli.commands import explain as explain_cmd
 from qualiclip_cli.commands import group as group_cmd
@@ -54,6 +55,7 @@ app.command("history")(history_cmd.history)
 app.add_typer(weights_cmd.app, name="weights")
 app.add_typer(train_cmd.app, name="train")
 app.command("evaluate")(evaluate_cmd.evaluate)
+app.add_typer(dataset_cmd.app, name="dataset")
 
 
 def main() -> None:

@@ -14,8 +14,9 @@ from rich.table import Table
 
 from qualiclip_cli.commands.console import markup_safe, print_table, table_width
 
-#: text: a table for people ("table" is accepted as another name for it); csv, jsonl, json: for programs.
-ScoreFormat = Literal["text", "table", "csv", "jsonl", "json"]
+#: text: a table for people ("table" is accepted as another name for it); csv, jsonl, json: for programs; parquet
+#: (binary, the `data` extra): for dataset tools.
+ScoreFormat = Literal["text", "table", "csv", "jsonl", "json", "parquet"]
 FORMATS: tuple[str, ...] = get_args(ScoreFormat)
 ScoreSort = Literal["path", "score", "-score"]
 SORTS: tuple[str, ...] = get_args(ScoreSort)
@@ -171,5 +172,7 @@ def choose_format(requested: str | None, output: Path | None) -> str:
         return canonical(requested)
     if output is not None:
         ext = Path(output).suffix.lower().lstrip(".")
-        return ext if ext in ("csv", "jsonl", "json") else "jsonl"
+        if ext == "pq":
+            return "parquet"
+        return ext if ext in ("csv", "jsonl", "json", "parquet") else "jsonl"
     return "text" if stdout_is_terminal() else "jsonl"

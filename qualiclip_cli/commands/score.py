@@ -16,9 +16,10 @@ from qualiclip_cli.commands.render import ScoreFormat, ScoreSort
 @handle_errors
 def score(
     paths: opt.InputPathsArg = None,
-    fmt: Annotated[Optional[ScoreFormat], typer.Option("--format", "-f", help="text (a table), csv, jsonl or json; table: same as text \\[default: text on a terminal, jsonl otherwise, or from --output's extension].")] = None,
+    fmt: Annotated[Optional[ScoreFormat], typer.Option("--format", "-f", help="text (a table), csv, jsonl, json or parquet (needs pyarrow); table: same as text \\[default: text on a terminal, jsonl otherwise, or from --output's extension].")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
     details: Annotated[bool, typer.Option("--details", help="Include the 7 sub-scores (pair probabilities).")] = False,
+    embeddings: Annotated[bool, typer.Option("--embeddings", help="parquet: add each image's L2-normalised embedding (a list of float16).")] = False,
     full_precision: opt.FullPrecision = False,
     sort: Annotated[ScoreSort, typer.Option("--sort", help="path; -score: best first, the ranking `qualiclip sort` prints (equal scores by path); score: worst first, its exact reverse.")] = "path",
     with_groups: Annotated[bool, typer.Option("--groups", help="Also the group columns of qualiclip group (group, group size, rank in group, best, margin, bracket, capture time, time source), with its thresholds.")] = False,
@@ -59,6 +60,7 @@ def score(
         qualiclip score shoot/ --sort -score      (a table, best first)
         qualiclip score library/ -o scores.csv    (csv, from the extension)
         qualiclip score shoot/ --groups -f jsonl  (with each photo's burst group, as `qualiclip group`)
+        qualiclip score library/ -o scores.parquet --embeddings  (a table for dataset tools)
 
     Camera RAW files (CR3, NEF, ARW, RAF, DNG...) are scored from the JPEG preview the camera embedded
     (LibRaw's half-size development when there is none big enough); the source field says which. A RAW and a
@@ -72,10 +74,11 @@ def score(
     from qualiclip_cli.commands.scoring import run_scoring, summarise
 
     requested, fmt = fmt, choose_format(fmt, output)
+    _check_parquet(fmt, output, embeddings, with_groups)
     grouping = opt.group_options(locals())
     paths = opt.input_paths(paths, files_from, null)
     choices = opt.ScoringChoices.from_params(locals())
-    run = run_scoring(choices, signals=with_groups)
+    run = run_scoring(choices, signals=with_groups or embeddings)
     records, elapsed = run.records, run.elapsed
     machine = {"provenance": {"weights_sha256": run.weights_sha256, "identity": run.identity},
                "full_precision": full_precision}
@@ -84,7 +87,11 @@ def score(
 
         machine["groups"] = {id(r): g for r, g in zip(records, group_records(records, grouping)) if g is not None}
     records = sort_records(records, sort)
-    if output is not None:
+    if fmt == "parquet":
+        _write_parquet(records, run, choices, embeddings, output)
+        if output is not None:
+            _say_format(output, fmt, requested)
+    elif output is not None:
         write_output_file(output, records, fmt, details, **machine)
         _say_format(output, fmt, requested)
     else:
@@ -96,7 +103,43 @@ def score(
 
 
 #: The format each extension of --output names (any other extension names none).
-_EXTENSION_FORMATS = {"csv": "csv", "jsonl": "jsonl", "json": "json", "txt": "text"}
+_EXTENSION_FORMATS = {"csv": "csv", "jsonl": "jsonl", "json": "json", "txt": "text", "parquet": "parquet",
+                      "pq": "parquet"}
+
+
+def _check_parquet(fmt: str, output: Path | None, embeddings: bool, with_groups: bool) -> None:
+    """Before any work: parquet's own requirements (pyarrow, not a terminal), and --embeddings only with it."""
+    from qualiclip_cli.core.errors import UsageError
+
+    if fmt != "parquet":
+        if embeddings:
+            raise UsageError("--embeddings goes with --format parquet (or -o FILE.parquet)")
+        return
+    from qualiclip_cli.commands.console import stdout_is_terminal
+    from qualiclip_cli.core.dataset.table import require_pyarrow
+
+    require_pyarrow()
+    if with_groups:
+        raise UsageError("--groups is not written in parquet; use jsonl, json or csv for it")
+    if output is None and stdout_is_terminal():
+        raise UsageError("parquet is binary: write it to a file with -o scores.parquet (or pipe stdout)")
+
+
+def _write_parquet(records: list, run, choices, embeddings: bool, output: Path | None) -> None:
+    """The records as parquet (`core.dataset.table`: the columns of the jsonl rows, the sub-scores always), to the
+    file atomically or to stdout."""
+    from qualiclip_cli.core.dataset.table import Provenance, records_table, table_bytes, write_table
+    from qualiclip_cli.core.model.runtime import pick_precision
+
+    provenance = Provenance(run.weights_sha256, run.identity, pick_precision(choices.precision))
+    vectors = [r.signals.embedding if r.ok and r.signals is not None else None for r in records] if embeddings else None
+    table = records_table({"path": [r.path for r in records]}, records, provenance, vectors)
+    if output is not None:
+        write_table(table, output)
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(table_bytes(table))
+        sys.stdout.buffer.flush()
 
 
 def _say_format(output: Path, fmt: str, requested: str | None) -> None:

@@ -406,16 +406,17 @@ def decode_embedded(
     path: Path,
     max_side: int,
     *,
-    orientation: Callable[[tuple[int, int]], int],
+    orientation: Callable[[tuple[int, int]], int] | None,
     source: str,
-    what: str = "embedded preview",
+    what: str | None = "embedded preview",
     draft: bool = False,
     max_pixels: int | None = None,
     budget: MemoryBudget | None = None,
 ) -> DecodedImage:
-    """Decode an image held in memory (a RAW's embedded JPEG preview) exactly as `decode_image` decodes a file,
-    except that its orientation is ``orientation(stored_size)`` instead of its own EXIF's. Errors name ``path``
-    and say it was the ``what``."""
+    """Decode an image held in memory (a RAW's embedded JPEG preview, a dataset sample's bytes) exactly as
+    `decode_image` decodes a file, except that its orientation is ``orientation(stored_size)`` instead of its own
+    EXIF's (None: its own EXIF's, as for a file). Errors name ``path`` and say it was the ``what`` (None: as a
+    file's errors read)."""
     import io
 
     setup_pillow()
@@ -423,6 +424,8 @@ def decode_embedded(
         decoded = _decode_with_pillow(lambda: Image.open(io.BytesIO(data)), path, max_side, draft, max_pixels,
                                       budget, orientation)
     except ImageError as exc:
+        if what is None:
+            raise
         raise ImageError(path, f"{what}: {exc.reason}", damaged=exc.damaged) from None
     return DecodedImage(decoded.pixels, decoded.width, decoded.height, decoded.original_width,
                         decoded.original_height, source)
