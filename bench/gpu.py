@@ -207,6 +207,42 @@ def gpu_vs_cpu(unique: list[Path], weights: Path) -> dict:
     return {"max |gpu fp32 - cpu reference|": max(abs(a - b) for a, b in zip(ref, gpu))}
 
 
+@section("fp16 autocast (the reference's GPU mode) vs fp32")
+def autocast_vs_fp32(unique: list[Path], weights: Path) -> dict:
+    """The same photos at the default policy scored three ways: fp32 (the strict mode), the whole model under
+    fp16 autocast as the reference's inference runs on CUDA, and the product's fp16 (`--precision auto` on CUDA:
+    the four residual stages in fp16, stem and pool fp32). On the CPU (--smoke) autocast runs in bf16."""
+    import torch
+
+    from qualiclip_cli.core.images.decode import decode_image
+    from qualiclip_cli.core.model.inference import prepare_for_inference
+    from qualiclip_cli.core.model.qualiclip import load_qualiclip
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    half = torch.float16 if DEVICE == "cuda" else torch.bfloat16
+    strict = prepare_for_inference(load_qualiclip(weights), DEVICE, "fp32")
+    product = prepare_for_inference(load_qualiclip(weights), DEVICE, "fp16" if DEVICE == "cuda" else "bf16")
+    scores: dict[str, list[float]] = {"fp32": [], "autocast": [], "product": []}
+    with torch.inference_mode():
+        for path in unique[:16]:
+            x = torch.from_numpy(decode_image(path, 1024).pixels).permute(2, 0, 1)[None].to(DEVICE)
+            scores["fp32"].append(float(strict(x).scores[0]))
+            with torch.autocast(device_type=DEVICE, dtype=half):
+                scores["autocast"].append(float(strict(x).scores[0].float()))
+            scores["product"].append(float(product(x).scores[0]))
+
+    def diffs(a: str, b: str) -> list[float]:
+        return [abs(u - v) for u, v in zip(scores[a], scores[b])]
+
+    return {"photos": len(scores["fp32"]), "autocast dtype": str(half).removeprefix("torch."),
+            "max |autocast - fp32|": max(diffs("autocast", "fp32")),
+            "mean |autocast - fp32|": sum(diffs("autocast", "fp32")) / len(scores["fp32"]),
+            "max |product auto - fp32|": max(diffs("product", "fp32")),
+            "max |product auto - autocast|": max(diffs("product", "autocast")),
+            "score spread (fp32)": max(scores["fp32"]) - min(scores["fp32"])}
+
+
 @section("degradations on CUDA vs CPU")
 def degradations_cuda() -> dict:
     import numpy as np
@@ -251,6 +287,7 @@ def main() -> int:
     model_ceiling(weights)
     decode_ceiling(unique)
     gpu_vs_cpu(unique, weights)
+    autocast_vs_fp32(unique, weights)
     degradations_cuda()
     (args.out / "gpu.json").write_text(json.dumps(RESULTS, indent=2, default=str))
     print_table(RESULTS)

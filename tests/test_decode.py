@@ -69,8 +69,9 @@ def _assert_pillow_bicubic(resized: np.ndarray, source: np.ndarray) -> None:
 def test_policy_identity_is_short_and_stable():
     assert policy_identity(0, True) == "exif+native"
     assert policy_identity(0, False) == "exif+native"
-    assert policy_identity(1024, True) == "exif+max_side=1024+bicubic-aa+draft"
-    assert policy_identity(1024, False) == "exif+max_side=1024+bicubic-aa+dct4x"  # DCT scaling from 4× down
+    assert policy_identity(1024, True) == "exif+max_side=1024+bicubic-aa+draft+heifthumb"
+    # DCT scaling of JPEGs and HEIC thumbnails from 4× down
+    assert policy_identity(1024, False) == "exif+max_side=1024+bicubic-aa+dct4x+heifthumb"
     with pytest.raises(ValueError):
         policy_identity(-1)
 

@@ -12,7 +12,9 @@ Policy, in order:
    the smallest DCT scale (1/2, 1/4, 1/8) whose result is still at least twice the target size in both axes,
    so the antialiased resize still does at least 2× of the reduction; with ``draft=True`` any JPEG is
    decoded at the smallest scale whose result still covers the target (computed in the stored frame, before
-   orientation).
+   orientation). A HEIC/HEIF reduced by at least 4× is decoded from its embedded thumbnail when one is a
+   scaled copy of the image at least twice the target size (`policy.thumbnail_request`; libheif cannot decode
+   HEVC at a reduced size), then resized like the image would have been.
    With a `MemoryBudget`, also refuse an image whose estimated decode cost (`policy.decode_cost`) is above
    the whole budget, else wait until the budget has room for it; the cost is held until the scored pixels
    exist and Pillow's image is freed (and, for a large one, handed back to the system).
@@ -64,6 +66,7 @@ from qualiclip_cli.core.images.policy import (
     dct_request,
     decode_cost,
     scaled_size,
+    thumbnail_request,
 )
 
 __all__ = ["DecodedImage", "MemoryBudget", "check_regular_file", "decode_array", "decode_embedded", "decode_image", "exif_orientation", "heif_support", "resize_bicubic", "setup_pillow"]
@@ -572,6 +575,7 @@ def _decode_opened(
 ) -> DecodedImage:
     header = im.size  # stored frame, before orientation
     scale = 1
+    thumbnail = False  # a HEIF decoded from its embedded thumbnail (step 3)
     orientation = 1
     is_jpeg = isinstance(im, JpegImagePlugin.JpegImageFile)
     if is_jpeg:
@@ -591,6 +595,11 @@ def _decode_opened(
         # Min side is checked on the unordered pair {w, h}: orientation cannot change the verdict.
         target = scaled_size(*header, max_side)
         check_min_side(path, target, header, max_side)
+        wanted = thumbnail_request(header, target) if max_side > 0 and im.format == "HEIF" else None
+        # pillow-heif's draft picks the smallest embedded thumbnail that is a scaled copy of the image (same
+        # aspect, crop, rotation, colour profile) at least this size, and answers None when there is none.
+        if wanted is not None and im.draft(im.mode, wanted) is not None and im.size != header:
+            thumbnail = True
     check_pixels(path, header, im.size, scale, max_pixels)
     if held.total is not None:
         cost = decode_cost(im.mode, im.size, target, im.format)
@@ -600,7 +609,7 @@ def _decode_opened(
     im.load()
     if not is_jpeg:  # other formats may carry their EXIF after the pixels: read it once they are loaded
         orientation = orientation_of(im.size) if orientation_of else _orientation(im, path)
-        loaded = im.size
+        loaded = header if thumbnail else im.size  # a thumbnail is scored at the image's own scored size
         original = (loaded[1], loaded[0]) if orientation in SWAPPING_ORIENTATIONS else loaded
         target = scaled_size(*original, max_side)
     rows = _upright_rgb(im, path, orientation, target[0])

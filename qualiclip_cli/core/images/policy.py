@@ -42,6 +42,14 @@ DCT_MIN_REDUCTION = 4
 DCT_LEFTOVER = 2
 DCT_IDENTITY = "dct4x"
 
+#: A HEIC/HEIF reduced by at least `DCT_MIN_REDUCTION`× is decoded from its embedded thumbnail when it carries one
+#: that is a scaled copy of the image at least `DCT_LEFTOVER`× the scored size in both axes (libheif has no
+#: reduced-size decode of HEVC: the thumbnail is the only cheap way down). Not from one merely at the scored size:
+#: libheif writes its thumbnails by plain subsampling, and such an aliased thumbnail used as it is moves pixels by
+#: ~8 grey levels on average where leaving 2× to the antialiased resize moves them by ~2.5 (tests/test_huge_images.py;
+#: bench/huge.py --heic measures it on large files).
+HEIF_THUMBNAIL_IDENTITY = "heifthumb"
+
 
 def policy_identity(max_side: int, draft: bool = False) -> str:
     """A short stable string naming the preprocessing, stored with every score."""
@@ -49,7 +57,8 @@ def policy_identity(max_side: int, draft: bool = False) -> str:
         raise ValueError(f"max_side must be >= 0, got {max_side}")
     if max_side == 0:
         return "exif+native"
-    return f"exif+max_side={max_side}+{RESIZE_IDENTITY}" + ("+draft" if draft else f"+{DCT_IDENTITY}")
+    return (f"exif+max_side={max_side}+{RESIZE_IDENTITY}" + ("+draft" if draft else f"+{DCT_IDENTITY}")
+            + f"+{HEIF_THUMBNAIL_IDENTITY}")
 
 
 def dct_request(original: tuple[int, int], target: tuple[int, int], draft: bool) -> tuple[int, int] | None:
@@ -61,6 +70,15 @@ def dct_request(original: tuple[int, int], target: tuple[int, int], draft: bool)
     if draft:
         return target
     if max(original) < DCT_MIN_REDUCTION * max(target):
+        return None
+    return target[0] * DCT_LEFTOVER, target[1] * DCT_LEFTOVER
+
+
+def thumbnail_request(original: tuple[int, int], target: tuple[int, int]) -> tuple[int, int] | None:
+    """The smallest embedded thumbnail (same frame as ``original``) a HEIF image of ``original`` size scored at
+    ``target`` may be decoded from instead of the image: `DCT_LEFTOVER`× the target, for a reduction of at least
+    `DCT_MIN_REDUCTION`×; None: decode the image."""
+    if target == original or max(original) < DCT_MIN_REDUCTION * max(target):
         return None
     return target[0] * DCT_LEFTOVER, target[1] * DCT_LEFTOVER
 
