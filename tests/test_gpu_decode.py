@@ -352,3 +352,49 @@ def test_scores_match_the_pillow_path(tmp_path, tiny_weights_file, device):
         print(f"\n{device}: score |diff| {score_diffs}, vs draft {draft_diffs}; embedding distance / blur's {ratios}")
     assert max(score_diffs) < 0.01 and max(draft_diffs) < 0.01, (score_diffs, draft_diffs)
     assert max(ratios) < 0.1, ratios
+
+
+def test_the_decode_thread_gives_the_sequential_records(tmp_path, photo, tiny_weights_file, monkeypatch):
+    """nvjpeg batches decoded ahead in their own thread (on CUDA, on their own stream) while the model runs give
+    exactly the records of the sequential path: same scores, same order, same error rows, same CPU fallbacks.
+    On the CPU the batched decoder is torchvision's libjpeg-turbo."""
+    import threading
+
+    from qualiclip_cli.core.images import gpu_decode
+    from qualiclip_cli.core.images.discovery import find_images
+    from qualiclip_cli.core.model.weights import resolve_weights
+    from qualiclip_cli.core.pipeline import stream
+    from qualiclip_cli.core.pipeline.options import ScoreOptions
+    from qualiclip_cli.core.pipeline.scorer import Scorer
+
+    folder = tmp_path / "shoot"
+    folder.mkdir()
+    for i in range(9):
+        _save(folder / f"IMG_{i}.jpg", np.ascontiguousarray(np.roll(photo, 13 * i, axis=1)), orientation=(1, 6)[i % 2])
+    Image.fromarray(photo).save(folder / "IMG_4b.png")  # the CPU decoder's file, between the JPEGs
+    for path in _corrupt_files(folder, photo):  # nvjpeg-refused data (Pillow's fallback) and broken files
+        os.rename(path, folder / ("IMG_5" + os.path.basename(path)))
+    monkeypatch.setattr(stream, "GPU_DECODE_BATCH", 3)  # several batches in flight over a few files
+    threads = []
+    decode = gpu_decode.decode_resize_batch
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(gpu_decode, "decode_resize_batch", spy)
+    scorer = Scorer(resolve_weights(tiny_weights_file), ScoreOptions(device="cpu", decoder="nvjpeg", max_side=96,
+                                                                     use_cache=False, workers=2))
+
+    def records(ahead: int):
+        monkeypatch.setattr(stream, "GPU_DECODE_AHEAD", ahead)
+        threads.clear()
+        out = [(r.path, r.status, r.error, r.score, r.width, r.height) for r in scorer.score_files(find_images(folder))]
+        return out, set(threads)
+
+    sequential, where = records(0)
+    assert where == {threading.current_thread().name}
+    ahead, where = records(1)
+    assert where and all(name.startswith("nvjpeg") for name in where)  # decoded in the decode thread
+    assert ahead == sequential
+    assert {status for _, status, *_ in sequential} == {"ok", "error"} and len(sequential) >= 12

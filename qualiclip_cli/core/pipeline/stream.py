@@ -2,7 +2,8 @@
 
 One `ScoreStream` runs one pass of a `Scorer` over a sequence of `Found` entries. Each entry becomes exactly one
 `ScoreRecord`, whatever happens to its file: a cache hit, a decode in a worker thread (or, with the nvjpeg
-decoder, JPEG bytes read in a thread and decoded on the device in batches of `GPU_DECODE_BATCH`), a place in a
+decoder, JPEG bytes read in a thread and decoded on the device in batches of `GPU_DECODE_BATCH`, by a decode thread
+on its own CUDA stream while the model runs on the batches before: `GPU_DECODE_AHEAD`), a place in a
 bucket of images of the same scored size, and a forward pass once the bucket is full or the pixels waiting in
 all buckets exceed `BUCKET_PIXEL_BUDGET` (or once a batch's worth of finished records waits behind it). A small
 reorder buffer hands records out in input order, each as soon as it and every record before it are done.
@@ -10,7 +11,7 @@ reorder buffer hands records out in input order, each as soon as it and every re
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 BUCKET_PIXEL_BUDGET = 64 * 1024 * 1024
 #: JPEGs decoded together by the nvjpeg decoder.
 GPU_DECODE_BATCH = 32
+#: nvjpeg batches decoding (in their own thread, on their own CUDA stream) while the model runs on the ones before;
+#: 0 decodes each batch in the calling thread when it is full (the sequential path). A batch's results join the
+#: buckets when the next batch is handed over (or at the end), never "when done", so which images are scored
+#: together never depends on timing.
+GPU_DECODE_AHEAD = 1
 
 
 @dataclass
@@ -72,6 +78,9 @@ class ScoreStream:
         self.buckets: dict[tuple[int, int], list[Ready]] = {}
         self.bucket_pixels = 0
         self.gpu_pending: list[tuple[int, str, FileIdentity, object, object]] = []  # JPEG bytes (and capture) awaiting nvjpeg
+        self.gpu_inflight: deque[tuple[list, Future]] = deque()  # batches handed to the decode thread, oldest first
+        self.gpu_thread: ThreadPoolExecutor | None = None  # the nvjpeg decode thread, started with the first batch
+        self.gpu_stream = None  # its CUDA stream
         gpu_prefetch = 2 * GPU_DECODE_BATCH if scorer.decoder == "nvjpeg" else 0
         self.prefetch = max(2 * scorer.workers, scorer.batch_size * 2, gpu_prefetch)
         if scorer.workers == 0:
@@ -116,13 +125,16 @@ class ScoreStream:
                 self.collect(next(iter(self.pending)))
                 self.release_held_back()
                 yield from self.drain_ready()
-            if self.gpu_pending:
+            if self.gpu_pending or self.gpu_inflight:
                 self.flush_gpu()
+                self.finish_gpu()
                 yield from self.drain_ready()
             # The rest, in input order: the bucket holding the next record to hand out first.
             for shape in sorted(self.buckets, key=lambda s: min(item.index for item in self.buckets[s])):
                 self.run_bucket(shape)
                 yield from self.drain_ready()
+        if self.gpu_thread is not None:
+            self.gpu_thread.shutdown(wait=True)
         if cache is not None:
             cache.flush()
 
@@ -165,12 +177,64 @@ class ScoreStream:
                              capture))
 
     def flush_gpu(self) -> None:
-        from qualiclip_cli.core.images.gpu_decode import GpuDecodeError, decode_resize_batch
-
+        """Hand the waiting JPEGs to the decode thread as one batch, then take in the batches before it beyond
+        `GPU_DECODE_AHEAD` (in the order they were handed over)."""
         batch = list(self.gpu_pending)
         self.gpu_pending.clear()
-        results = decode_resize_batch([(display, jpeg) for _, display, _, jpeg, _ in batch],
-                                      self.scorer.options.max_side, self.scorer.runtime.device)
+        if batch:
+            if GPU_DECODE_AHEAD <= 0:
+                done: Future = Future()
+                done.set_result(self._decode_gpu_batch(batch))
+                self.gpu_inflight.append((batch, done))
+            else:
+                if self.gpu_thread is None:
+                    self.gpu_thread = ThreadPoolExecutor(1, thread_name_prefix="nvjpeg")
+                self.gpu_inflight.append((batch, self.gpu_thread.submit(self._decode_gpu_batch, batch)))
+        while len(self.gpu_inflight) > max(GPU_DECODE_AHEAD, 0):
+            self._take_gpu_batch()
+
+    def finish_gpu(self) -> None:
+        """Take in every batch still decoding."""
+        while self.gpu_inflight:
+            self._take_gpu_batch()
+
+    def _decode_gpu_batch(self, batch: list):
+        """In the decode thread: one batch through nvjpeg, on the thread's own CUDA stream (on CUDA), and the event
+        the model's stream must wait for before it reads the results."""
+        from qualiclip_cli.core.images.gpu_decode import decode_resize_batch
+
+        items = [(display, jpeg) for _, display, _, jpeg, _ in batch]
+        max_side, device = self.scorer.options.max_side, self.scorer.runtime.device
+        if self.scorer.runtime.device_type != "cuda":
+            return decode_resize_batch(items, max_side, device), None
+        import torch
+
+        if self.gpu_stream is None:
+            self.gpu_stream = torch.cuda.Stream(device=device)
+        with torch.cuda.stream(self.gpu_stream):
+            results = decode_resize_batch(items, max_side, device)
+            event = torch.cuda.Event()
+            event.record(self.gpu_stream)
+        return results, event
+
+    def _take_gpu_batch(self) -> None:
+        from qualiclip_cli.core.images.gpu_decode import GpuDecodeError
+
+        batch, future = self.gpu_inflight.popleft()
+        try:
+            results, event = future.result()
+        except Exception as exc:  # a decoder bug: the batch's files fail, the run goes on
+            for index, display, _, _, _ in batch:
+                self.fail(index, display, exc)
+            return
+        if event is not None:  # the model's stream reads what the decode stream wrote
+            import torch
+
+            current = torch.cuda.current_stream(self.scorer.runtime.device)
+            current.wait_event(event)
+            for result in results:
+                if isinstance(result, torch.Tensor):
+                    result.record_stream(current)
         for (index, display, ident, _, capture), result in zip(batch, results):
             if isinstance(result, GpuDecodeError):  # data nvjpeg refuses: let libjpeg/Pillow try
                 try:
