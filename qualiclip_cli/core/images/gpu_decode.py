@@ -232,6 +232,8 @@ def _error_text(exc: BaseException) -> str:
 def _decode(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    if device.type == "cuda":  # page-locked copies of the (compressed, small) data: the upload to nvjpeg is a DMA
+        datas = [d if d.is_pinned() else d.pin_memory() for d in datas]
     out = decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
