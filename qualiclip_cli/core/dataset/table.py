@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from qualiclip_cli.core.atomic import fsync_dir
+from qualiclip_cli.core.atomic import atomic_write_with
 from qualiclip_cli.core.errors import QualiclipError
 from qualiclip_cli.core.names import csv_cell
 from qualiclip_cli.core.records import PAIR_NAMES, ScoreRecord
@@ -123,19 +121,7 @@ def write_table(table, path: str | os.PathLike) -> None:
     """Write ``table`` to ``path`` as parquet, all or nothing (temporary file beside it, fsync, rename)."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    atomic_write_with(path, lambda fh: pq.write_table(table, fh))
 
 
 def table_bytes(table) -> bytes:
