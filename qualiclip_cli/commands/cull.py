@@ -15,6 +15,7 @@ from qualiclip_cli.core.curation.plan import CullAction
 
 
 @handle_errors
+@opt.with_options(*opt.GROUPING_OPTIONS, *opt.WALK, *opt.SCORING, "quiet")
 def cull(
     paths: opt.PathsArg,
     below: Annotated[Optional[float], typer.Option("--below", help="Cull photos scoring strictly below this (0–1].")] = None,
@@ -33,12 +34,6 @@ def cull(
                                          "photos are kept unless --below selects them; exposure brackets are never "
                                          "culled."),
     ] = False,
-    burst_gap: opt.BurstGap = opt.GROUPING.burst_gap,
-    burst_similarity: opt.BurstSimilarity = opt.GROUPING.burst_similarity,
-    scene_gap: opt.SceneGap = opt.GROUPING.scene_gap,
-    scene_similarity: opt.SceneSimilarity = opt.GROUPING.scene_similarity,
-    max_span: opt.MaxSpan = opt.GROUPING.max_span,
-    split_span: opt.SplitSpan = opt.GROUPING.split_span,
     action: Annotated[
         Optional[CullAction],
         typer.Option("--action", "-a", help="list, move (into the quarantine folder), copy (into it) or trash (the system "
@@ -54,27 +49,8 @@ def cull(
     on_collision: pr.OnCollision = "number",
     dry_run: pr.DryRun = False,
     fmt: pr.PlanFormat = "text",
-    recursive: opt.Recursive = True,
-    include: opt.Include = None,
-    exclude: opt.Exclude = None,
-    hidden: opt.Hidden = False,
-    follow: opt.Follow = False,
-    raw_pairs: opt.RawPairs = "jpeg",
-    max_side: opt.MaxSide = "1024",
-    jpeg_draft: opt.JpegDraft = False,
-    batch_size: opt.BatchSize = None,
-    device: opt.Device = "auto",
-    precision: opt.Precision = "auto",
-    workers: opt.Workers = None,
-    decoder: opt.Decoder = "auto",
-    max_pixels: opt.MaxPixels = None,
-    decode_memory: opt.DecodeMemory = None,
-    no_cache: opt.NoCache = False,
-    rescore: opt.Rescore = False,
-    weights: opt.Weights = None,
-    profile: opt.Profile = None,
-    offline: opt.Offline = False,
-    quiet: opt.Quiet = False,
+
+    **shared,
 ) -> None:
     """Act on the low scorers: list them, move or copy them into a quarantine folder, or send them to the trash.
 
@@ -110,8 +86,8 @@ def cull(
 
     if action in ("move", "copy") and to is None:
         refuse_linked_quarantine(paths)  # before scoring: a symlinked _rejected would send rejects elsewhere
-    grouping = opt.group_options(locals())
-    choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
+    grouping = opt.group_options(shared)
+    choices = opt.ScoringChoices.from_params({**shared, "paths": paths}, extra_exclude=[QUARANTINE_DIRNAME])
     scoring = run_scoring(choices, skip_under=[to] if to is not None else [], signals=per_group)
     summarise(scoring.records, scoring.elapsed, scoring.skipped)
     selection = None

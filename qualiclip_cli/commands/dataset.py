@@ -23,6 +23,7 @@ KeysFormat = Literal["lines", "parquet"]
 
 @app.command("score")
 @handle_errors
+@opt.with_options("max_side", "jpeg_draft", "batch_size", "device", "precision", "workers", "max_pixels", "decode_memory", "weights", "offline", "quiet")
 def score(
     shards: Annotated[list[str], typer.Argument(help="Tar shards and parquet files; brace ranges and "
                       "lists as in bash (a range keeps its zero padding) and globs (shards/*.tar) expand.", show_default=False)],
@@ -45,17 +46,8 @@ def score(
                               "takes (1 for one GPU per actor).")] = 0,
     rescore: Annotated[bool, typer.Option("--rescore", help="Score shards again even when their output is up "
                        "to date.")] = False,
-    max_side: opt.MaxSide = "1024",
-    jpeg_draft: opt.JpegDraft = False,
-    batch_size: opt.BatchSize = None,
-    device: opt.Device = "auto",
-    precision: opt.Precision = "auto",
-    workers: opt.Workers = None,
-    max_pixels: opt.MaxPixels = None,
-    decode_memory: opt.DecodeMemory = None,
-    weights: opt.Weights = None,
-    offline: opt.Offline = False,
-    quiet: opt.Quiet = False,
+
+    **shared,
 ) -> None:
     """Score every sample of WebDataset tar shards or parquet files into `DIR/<shard name>.parquet`.
 
@@ -77,14 +69,13 @@ def score(
     from qualiclip_cli.commands.console import advance, make_progress, markup_safe, notes, warn
     from qualiclip_cli.core.dataset.run import DatasetOptions
     from qualiclip_cli.core.errors import UsageError
-    from qualiclip_cli.core.pipeline.options import ScoreOptions
 
     if not ray and (ray_address is not None or actors is not None or gpus_per_actor):
         raise UsageError("--ray-address, --actors and --gpus-per-actor go with --ray")
-    options = ScoreOptions(max_side=opt.parse_max_side(max_side), draft=jpeg_draft, batch_size=batch_size,
-                           device=device, precision=precision, workers=workers, use_cache=False,
-                           max_pixels=max_pixels, decoder="pillow",
-                           decode_memory=None if decode_memory is None else opt.parse_memory_size(decode_memory))
+    # The scoring options of `score`, with what shards fix: no results cache (the outputs are the record), Pillow.
+    options = opt.ScoringChoices.from_params({
+        **{name: opt.SHARED[name][1] for name in opt.WALK}, **shared, "paths": (), "decoder": "pillow",
+        "no_cache": True, "rescore": False, "profile": None}).score_options()
     dataset = DatasetOptions(image_field=image_column, key_column=key_column, embeddings=embeddings,
                              rescore=rescore)
     import contextlib
@@ -109,7 +100,7 @@ def score(
             if outcome.state == "failed":
                 warn(outcome.error)
 
-        common = dict(options=options, dataset=dataset, weights=weights, offline=offline, on_start=on_start,
+        common = dict(options=options, dataset=dataset, weights=shared["weights"], offline=shared["offline"], on_start=on_start,
                       on_record=on_record, on_shard=on_shard)
         if not ray:
             from qualiclip_cli.commands.weights_progress import announce_download, download_bar

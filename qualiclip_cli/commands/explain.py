@@ -20,6 +20,7 @@ DEFAULT_OUT_DIR = "qualiclip-explain"
 
 
 @handle_errors
+@opt.with_options(*opt.PATH_LISTS, *opt.WALK, "max_side", "jpeg_draft", "device", "precision", "max_pixels", "decode_memory", "weights", "offline", "quiet")
 def explain(
     paths: opt.InputPathsArg = None,
     pair: Annotated[MapChoice, typer.Option("--pair", "-p", help="The map drawn and whose worst regions are listed: "
@@ -33,23 +34,8 @@ def explain(
                                                     f"\\[default: ./{DEFAULT_OUT_DIR}].")] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=0, help="How many worst regions to list per photo.")] = 3,
     full_precision: opt.FullPrecision = False,
-    files_from: opt.FilesFrom = None,
-    null: opt.Null = False,
-    recursive: opt.Recursive = True,
-    include: opt.Include = None,
-    exclude: opt.Exclude = None,
-    hidden: opt.Hidden = False,
-    follow: opt.Follow = False,
-    raw_pairs: opt.RawPairs = "jpeg",
-    max_side: opt.MaxSide = "1024",
-    jpeg_draft: opt.JpegDraft = False,
-    device: opt.Device = "auto",
-    precision: opt.Precision = "auto",
-    max_pixels: opt.MaxPixels = None,
-    decode_memory: opt.DecodeMemory = None,
-    weights: opt.Weights = None,
-    offline: opt.Offline = False,
-    quiet: opt.Quiet = False,
+
+    **shared,
 ) -> None:
     """Show where each photo's score comes from: a heat map over the photo as scored.
 
@@ -74,9 +60,9 @@ def explain(
     from qualiclip_cli.core.names import display, json_dumps
     from qualiclip_cli.core.pipeline.explain import explain_paths
 
-    paths = opt.input_paths(paths, files_from, null)
+    paths = opt.input_paths(paths, shared["files_from"], shared["null"])
     choices = opt.ScoringChoices.from_params(
-        {**locals(), "batch_size": None, "workers": None, "decoder": "pillow", "no_cache": True, "rescore": False,
+        {**shared, "paths": paths, "batch_size": None, "workers": None, "decoder": "pillow", "no_cache": True, "rescore": False,
          "profile": None})
     write_png = fmt == "png" or out_dir is not None
     folder = out_dir if out_dir is not None else Path(DEFAULT_OUT_DIR)

@@ -14,41 +14,15 @@ from qualiclip_cli.commands.render import ScoreFormat
 
 
 @handle_errors
+@opt.with_options(*opt.GROUPING_OPTIONS, *opt.PATH_LISTS, *opt.WALK, *opt.SCORING, "quiet")
 def group(
     paths: opt.InputPathsArg = None,
     fmt: Annotated[Optional[ScoreFormat], typer.Option("--format", "-f", help="text (a table), csv, jsonl or json \\[default: text on a terminal, jsonl otherwise, or from --output's extension].")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results to this file instead of stdout.")] = None,
     details: Annotated[bool, typer.Option("--details", help="Include the 7 sub-scores (pair probabilities).")] = False,
     full_precision: opt.FullPrecision = False,
-    burst_gap: opt.BurstGap = opt.GROUPING.burst_gap,
-    burst_similarity: opt.BurstSimilarity = opt.GROUPING.burst_similarity,
-    scene_gap: opt.SceneGap = opt.GROUPING.scene_gap,
-    scene_similarity: opt.SceneSimilarity = opt.GROUPING.scene_similarity,
-    max_span: opt.MaxSpan = opt.GROUPING.max_span,
-    split_span: opt.SplitSpan = opt.GROUPING.split_span,
-    files_from: opt.FilesFrom = None,
-    null: opt.Null = False,
-    recursive: opt.Recursive = True,
-    include: opt.Include = None,
-    exclude: opt.Exclude = None,
-    hidden: opt.Hidden = False,
-    follow: opt.Follow = False,
-    raw_pairs: opt.RawPairs = "jpeg",
-    max_side: opt.MaxSide = "1024",
-    jpeg_draft: opt.JpegDraft = False,
-    batch_size: opt.BatchSize = None,
-    device: opt.Device = "auto",
-    precision: opt.Precision = "auto",
-    workers: opt.Workers = None,
-    decoder: opt.Decoder = "auto",
-    max_pixels: opt.MaxPixels = None,
-    decode_memory: opt.DecodeMemory = None,
-    no_cache: opt.NoCache = False,
-    rescore: opt.Rescore = False,
-    weights: opt.Weights = None,
-    profile: opt.Profile = None,
-    offline: opt.Offline = False,
-    quiet: opt.Quiet = False,
+
+    **shared,
 ) -> None:
     """Group bursts and near-duplicates (same camera, close in time, similar picture) and rank each group.
 
@@ -68,10 +42,10 @@ def group(
     from qualiclip_cli.commands.scoring import run_scoring, summarise
     from qualiclip_cli.core.curation.groups import group_records, grouped_order
 
-    requested, fmt = fmt, choose_format(fmt, output)
-    grouping = opt.group_options(locals())
-    paths = opt.input_paths(paths, files_from, null)
-    choices = opt.ScoringChoices.from_params(locals())
+    fmt = choose_format(fmt, output)
+    grouping = opt.group_options(shared)
+    paths = opt.input_paths(paths, shared["files_from"], shared["null"])
+    choices = opt.ScoringChoices.from_params({**shared, "paths": paths})
     run = run_scoring(choices, signals=True)
     infos = group_records(run.records, grouping)
     groups = {id(rec): info for rec, info in zip(run.records, infos) if info is not None}

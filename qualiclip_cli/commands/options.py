@@ -94,8 +94,7 @@ FullPrecision = Annotated[
 ]
 
 
-# The grouping thresholds (score --groups, group, cull --per-group, tag --per-group); defaults in core.curation.groups,
-# declared by each command as `= opt.GROUPING.burst_gap` etc.
+# The grouping thresholds (score --groups, group, cull --per-group, tag --per-group); defaults in core.curation.groups.
 GROUPING = GroupOptions()
 BurstGap = Annotated[float, typer.Option("--burst-gap", help="Seconds between two frames of one burst.")]
 BurstSimilarity = Annotated[
@@ -115,7 +114,7 @@ SplitSpan = Annotated[
 
 
 def group_options(values: dict):
-    """The grouping thresholds of a command's parameters (pass `locals()`): `groups.GroupOptions`."""
+    """The grouping thresholds among a command's shared options: `groups.GroupOptions`."""
     return GroupOptions(burst_gap=values["burst_gap"], burst_similarity=values["burst_similarity"],
                         scene_gap=values["scene_gap"], scene_similarity=values["scene_similarity"],
                         max_span=values["max_span"], split_span=values["split_span"])
@@ -145,6 +144,85 @@ DecodeMemory = Annotated[
     typer.Option("--decode-memory", help="Memory that the images being decoded may take at once, e.g. 2GB or 800MB; "
                  "an image that alone needs more is an error row, not decoded \\[default: 2GB]."),
 ]
+
+# -- the shared options, declared once ------------------------------------------------------------------------
+
+#: Every option several commands share: name -> (its declaration, its default). `with_options` adds them to a
+#: command's signature, so each command lists only the names it takes.
+SHARED: dict[str, tuple[object, object]] = {
+    "files_from": (FilesFrom, None),
+    "null": (Null, False),
+    "burst_gap": (BurstGap, GROUPING.burst_gap),
+    "burst_similarity": (BurstSimilarity, GROUPING.burst_similarity),
+    "scene_gap": (SceneGap, GROUPING.scene_gap),
+    "scene_similarity": (SceneSimilarity, GROUPING.scene_similarity),
+    "max_span": (MaxSpan, GROUPING.max_span),
+    "split_span": (SplitSpan, GROUPING.split_span),
+    "recursive": (Recursive, True),
+    "include": (Include, None),
+    "exclude": (Exclude, None),
+    "hidden": (Hidden, False),
+    "follow": (Follow, False),
+    "raw_pairs": (RawPairs, "jpeg"),
+    "max_side": (MaxSide, "1024"),
+    "jpeg_draft": (JpegDraft, False),
+    "batch_size": (BatchSize, None),
+    "device": (Device, "auto"),
+    "precision": (Precision, "auto"),
+    "workers": (Workers, None),
+    "decoder": (Decoder, "auto"),
+    "max_pixels": (MaxPixels, None),
+    "decode_memory": (DecodeMemory, None),
+    "no_cache": (NoCache, False),
+    "rescore": (Rescore, False),
+    "weights": (Weights, None),
+    "profile": (Profile, None),
+    "offline": (Offline, False),
+    "quiet": (Quiet, False),
+}
+
+#: Paths listed on stdin or in a file (commands whose PATH argument is optional).
+PATH_LISTS = ("files_from", "null")
+#: The grouping thresholds.
+GROUPING_OPTIONS = ("burst_gap", "burst_similarity", "scene_gap", "scene_similarity", "max_span", "split_span")
+#: How PATH arguments are walked.
+WALK = ("recursive", "include", "exclude", "hidden", "follow", "raw_pairs")
+#: How files are scored (the fields of `ScoringChoices` besides the walk).
+SCORING = ("max_side", "jpeg_draft", "batch_size", "device", "precision", "workers", "decoder", "max_pixels",
+           "decode_memory", "no_cache", "rescore", "weights", "profile", "offline")
+
+
+def with_options(*names: str):
+    """Decorator: add the shared options ``names`` (keys of `SHARED`, in this order) after a command's own
+    parameters. The command takes them as ``**shared``; Typer sees one signature with all of them, so their help,
+    defaults and checks are the same in every command that takes them."""
+    import functools
+    import inspect
+    from typing import get_type_hints
+
+    unknown = [name for name in names if name not in SHARED]
+    if unknown:
+        raise TypeError(f"not a shared option: {', '.join(unknown)}")
+
+    def decorate(command):
+        hints = get_type_hints(command, include_extras=True)
+        signature = inspect.signature(command)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=SHARED[name][0],
+                                   default=SHARED[name][1]) for name in names]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            return command(**kwargs)
+
+        params = own + added
+        wrapper.__signature__ = signature.replace(parameters=params)
+        wrapper.__annotations__ = {**{p.name: p.annotation for p in params}, "return": None}
+        return wrapper
+
+    return decorate
+
 
 _MEMORY_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
                  "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -264,8 +342,9 @@ class ScoringChoices:
 
     @classmethod
     def from_params(cls, values: dict, extra_exclude: tuple[str, ...] | list[str] = ()) -> ScoringChoices:
-        """From a command's parameters (pass `locals()`), plus exclude globs. Every field must be a parameter of
-        the command: a scoring command that forgot one would otherwise quietly score with its default."""
+        """From a command's PATHs and shared options (``{**shared, "paths": paths}``, see `with_options`), plus
+        exclude globs. Every field must be given: a scoring command that forgot one would otherwise quietly score
+        with its default."""
         from dataclasses import fields
 
         missing = [f.name for f in fields(cls) if f.name not in values]

@@ -13,6 +13,7 @@ from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
 
 
 @handle_errors
+@opt.with_options(*opt.WALK, *opt.SCORING, "quiet")
 def report(
     paths: opt.PathsArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="The page to write; its thumbnails go into a hidden "
@@ -22,27 +23,8 @@ def report(
                                            "explain`) for the page's heat-map button: a full model pass per photo, "
                                            "the results cache cannot serve it.")] = False,
     title: Annotated[str, typer.Option("--title", help="The page's title.")] = "qualiclip review",
-    recursive: opt.Recursive = True,
-    include: opt.Include = None,
-    exclude: opt.Exclude = None,
-    hidden: opt.Hidden = False,
-    follow: opt.Follow = False,
-    raw_pairs: opt.RawPairs = "jpeg",
-    max_side: opt.MaxSide = "1024",
-    jpeg_draft: opt.JpegDraft = False,
-    batch_size: opt.BatchSize = None,
-    device: opt.Device = "auto",
-    precision: opt.Precision = "auto",
-    workers: opt.Workers = None,
-    decoder: opt.Decoder = "auto",
-    max_pixels: opt.MaxPixels = None,
-    decode_memory: opt.DecodeMemory = None,
-    no_cache: opt.NoCache = False,
-    rescore: opt.Rescore = False,
-    weights: opt.Weights = None,
-    profile: opt.Profile = None,
-    offline: opt.Offline = False,
-    quiet: opt.Quiet = False,
+
+    **shared,
 ) -> None:
     """Write a review page: the photos as a grid, worst first, with their sub-scores, errors and a cull slider.
 
@@ -65,7 +47,7 @@ def report(
     from qualiclip_cli.core.names import display
     from qualiclip_cli.core.pipeline.report import report_paths
 
-    choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
+    choices = opt.ScoringChoices.from_params({**shared, "paths": paths}, extra_exclude=[QUARANTINE_DIRNAME])
     command = cull_command(paths, choices)
     import contextlib
 

@@ -14,6 +14,7 @@ from qualiclip_cli.commands.render import ScoreFormat, ScoreSort
 
 
 @handle_errors
+@opt.with_options(*opt.GROUPING_OPTIONS, *opt.PATH_LISTS, *opt.WALK, *opt.SCORING, "quiet")
 def score(
     paths: opt.InputPathsArg = None,
     fmt: Annotated[Optional[ScoreFormat], typer.Option("--format", "-f", help="text (a table), csv, jsonl, json or parquet (needs pyarrow); table: same as text \\[default: text on a terminal, jsonl otherwise, or from --output's extension].")] = None,
@@ -23,35 +24,8 @@ def score(
     full_precision: opt.FullPrecision = False,
     sort: Annotated[ScoreSort, typer.Option("--sort", help="path; -score: best first, the ranking `qualiclip sort` prints (equal scores by path); score: worst first, its exact reverse.")] = "path",
     with_groups: Annotated[bool, typer.Option("--groups", help="Also the group columns of qualiclip group (group, group size, rank in group, best, margin, bracket, capture time, time source), with its thresholds.")] = False,
-    burst_gap: opt.BurstGap = opt.GROUPING.burst_gap,
-    burst_similarity: opt.BurstSimilarity = opt.GROUPING.burst_similarity,
-    scene_gap: opt.SceneGap = opt.GROUPING.scene_gap,
-    scene_similarity: opt.SceneSimilarity = opt.GROUPING.scene_similarity,
-    max_span: opt.MaxSpan = opt.GROUPING.max_span,
-    split_span: opt.SplitSpan = opt.GROUPING.split_span,
-    files_from: opt.FilesFrom = None,
-    null: opt.Null = False,
-    recursive: opt.Recursive = True,
-    include: opt.Include = None,
-    exclude: opt.Exclude = None,
-    hidden: opt.Hidden = False,
-    follow: opt.Follow = False,
-    raw_pairs: opt.RawPairs = "jpeg",
-    max_side: opt.MaxSide = "1024",
-    jpeg_draft: opt.JpegDraft = False,
-    batch_size: opt.BatchSize = None,
-    device: opt.Device = "auto",
-    precision: opt.Precision = "auto",
-    workers: opt.Workers = None,
-    decoder: opt.Decoder = "auto",
-    max_pixels: opt.MaxPixels = None,
-    decode_memory: opt.DecodeMemory = None,
-    no_cache: opt.NoCache = False,
-    rescore: opt.Rescore = False,
-    weights: opt.Weights = None,
-    profile: opt.Profile = None,
-    offline: opt.Offline = False,
-    quiet: opt.Quiet = False,
+
+    **shared,
 ) -> None:
     """Score images with QualiCLIP (0–1, higher is better).
 
@@ -75,9 +49,9 @@ def score(
 
     requested, fmt = fmt, choose_format(fmt, output)
     _check_parquet(fmt, output, embeddings, with_groups)
-    grouping = opt.group_options(locals())
-    paths = opt.input_paths(paths, files_from, null)
-    choices = opt.ScoringChoices.from_params(locals())
+    grouping = opt.group_options(shared)
+    paths = opt.input_paths(paths, shared["files_from"], shared["null"])
+    choices = opt.ScoringChoices.from_params({**shared, "paths": paths})
     run = run_scoring(choices, signals=with_groups or embeddings)
     records, elapsed = run.records, run.elapsed
     machine = {"provenance": {"weights_sha256": run.weights_sha256, "identity": run.identity},

@@ -15,6 +15,7 @@ from qualiclip_cli.commands.formats import write_rows
 
 
 @handle_errors
+@opt.with_options(*opt.WALK, *opt.SCORING, "quiet")
 def sort(
     paths: opt.PathsArg,
     into: Annotated[
@@ -37,27 +38,8 @@ def sort(
     on_collision: pr.OnCollision = "number",
     dry_run: pr.DryRun = False,
     fmt: pr.PlanFormat = "text",
-    recursive: opt.Recursive = True,
-    include: opt.Include = None,
-    exclude: opt.Exclude = None,
-    hidden: opt.Hidden = False,
-    follow: opt.Follow = False,
-    raw_pairs: opt.RawPairs = "jpeg",
-    max_side: opt.MaxSide = "1024",
-    jpeg_draft: opt.JpegDraft = False,
-    batch_size: opt.BatchSize = None,
-    device: opt.Device = "auto",
-    precision: opt.Precision = "auto",
-    workers: opt.Workers = None,
-    decoder: opt.Decoder = "auto",
-    max_pixels: opt.MaxPixels = None,
-    decode_memory: opt.DecodeMemory = None,
-    no_cache: opt.NoCache = False,
-    rescore: opt.Rescore = False,
-    weights: opt.Weights = None,
-    profile: opt.Profile = None,
-    offline: opt.Offline = False,
-    quiet: opt.Quiet = False,
+
+    **shared,
 ) -> None:
     """Order photos by score: print the ranking (best first), or organise the files.
 
@@ -85,7 +67,7 @@ def sort(
         raise UsageError(f"{'--move' if move else '--tiers'} only applies with --into DIR")
     thresholds = pr.parse_tiers(tiers) if tiers is not None else None
 
-    choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
+    choices = opt.ScoringChoices.from_params({**shared, "paths": paths}, extra_exclude=[QUARANTINE_DIRNAME])
     scoring = run_scoring(choices, skip_under=[into] if into is not None else [])
     summarise(scoring.records, scoring.elapsed, scoring.skipped)
     records = scoring.records

@@ -14,6 +14,7 @@ from qualiclip_cli.core.curation.xmp import SidecarNaming
 
 
 @handle_errors
+@opt.with_options(*opt.GROUPING_OPTIONS, *opt.WALK, *opt.SCORING, "quiet")
 def tag(
     paths: opt.PathsArg,
     tiers: Annotated[
@@ -58,35 +59,10 @@ def tag(
                                          "bracket, under a qualiclip keyword); ours are replaced on each such run, "
                                          "yours are kept."),
     ] = False,
-    burst_gap: opt.BurstGap = opt.GROUPING.burst_gap,
-    burst_similarity: opt.BurstSimilarity = opt.GROUPING.burst_similarity,
-    scene_gap: opt.SceneGap = opt.GROUPING.scene_gap,
-    scene_similarity: opt.SceneSimilarity = opt.GROUPING.scene_similarity,
-    max_span: opt.MaxSpan = opt.GROUPING.max_span,
-    split_span: opt.SplitSpan = opt.GROUPING.split_span,
     dry_run: pr.DryRun = False,
     fmt: pr.PlanFormat = "text",
-    recursive: opt.Recursive = True,
-    include: opt.Include = None,
-    exclude: opt.Exclude = None,
-    hidden: opt.Hidden = False,
-    follow: opt.Follow = False,
-    raw_pairs: opt.RawPairs = "jpeg",
-    max_side: opt.MaxSide = "1024",
-    jpeg_draft: opt.JpegDraft = False,
-    batch_size: opt.BatchSize = None,
-    device: opt.Device = "auto",
-    precision: opt.Precision = "auto",
-    workers: opt.Workers = None,
-    decoder: opt.Decoder = "auto",
-    max_pixels: opt.MaxPixels = None,
-    decode_memory: opt.DecodeMemory = None,
-    no_cache: opt.NoCache = False,
-    rescore: opt.Rescore = False,
-    weights: opt.Weights = None,
-    profile: opt.Profile = None,
-    offline: opt.Offline = False,
-    quiet: opt.Quiet = False,
+
+    **shared,
 ) -> None:
     """Write XMP sidecars: xmp:Rating stars from the score's tier (-1 = rejected with --reject-below), an
     optional label for the rejects, and the score, sub-scores, weights hash and preprocessing in the
@@ -131,8 +107,8 @@ def tag(
     for folder, run_id in curated:
         notes().print(f"qualiclip: note: not walking {pr.display_path(folder)} (photos put there by run {run_id})",
                        highlight=False, markup=False)
-    grouping = opt.group_options(locals())
-    choices = opt.ScoringChoices.from_params(locals(), extra_exclude=[QUARANTINE_DIRNAME])
+    grouping = opt.group_options(shared)
+    choices = opt.ScoringChoices.from_params({**shared, "paths": paths}, extra_exclude=[QUARANTINE_DIRNAME])
     scoring = run_scoring(choices, skip_under=[folder for folder, _ in curated], signals=per_group)
     summarise(scoring.records, scoring.elapsed, scoring.skipped)
     keywords = None
