@@ -19,9 +19,9 @@ from typing import Any
 
 from qualiclip_cli.core.errors import ImageError, first_line
 from qualiclip_cli.core.images.discovery import Found, Skipped
-from qualiclip_cli.core.model.weights import ProgressCallback, resolve_weights
+from qualiclip_cli.core.model.weights import ProgressCallback
 from qualiclip_cli.core.pipeline.options import ScoreOptions
-from qualiclip_cli.core.pipeline.run import WalkOptions, walk_paths
+from qualiclip_cli.core.pipeline.run import WalkOptions, walk_then_weights
 from qualiclip_cli.core.records import PAIR_NAMES, STATUS_ERROR, STATUS_OK
 
 #: The map of the score: the sum of the seven pairs' maps (the score is the mean of their probabilities).
@@ -136,13 +136,8 @@ def explain_paths(
     from qualiclip_cli.core.model.attribution import attribute, pair_directions
     from qualiclip_cli.core.pipeline.scorer import Scorer
 
-    found, skipped = walk_paths(paths, walk, skip_under)
-    if on_walk_problem is not None:
-        for entry in found:
-            if not entry.ok:
-                on_walk_problem(entry)
-    resolved = resolve_weights(weights, offline, progress=on_download_progress, hash_in_background=True,
-                               on_download_start=on_download_start)
+    found, skipped, resolved = walk_then_weights(paths, walk, skip_under, weights, offline, on_walk_problem,
+                                                 on_download_start, on_download_progress)
     start = time.perf_counter()
     scorer = Scorer(resolved, replace(options, decoder="pillow", use_cache=False))
     directions = pair_directions(scorer.model)

@@ -125,6 +125,23 @@ def _nothing_to_score(arguments: _Arguments, problems: list[Found], skipped: Ski
     return f"no images in {arguments.named()}: " + ", ".join(what)
 
 
+def walk_then_weights(
+    paths, walk: WalkOptions, skip_under: Sequence[str | os.PathLike], weights, offline: bool,
+    on_walk_problem: Callable[[Found], None] | None, on_download_start, on_download_progress,
+) -> tuple[list[Found], Skipped, object]:
+    """The start every pass over files shares: the walk (`walk_paths`, which raises `NothingToScore`), each walk
+    problem told to ``on_walk_problem``, then the weights resolved (`weights.resolve_weights`; their hash runs in
+    the background while the model loads, and is waited for before anything is scored)."""
+    found, skipped = walk_paths(paths, walk, skip_under)
+    if on_walk_problem is not None:
+        for entry in found:
+            if not entry.ok:
+                on_walk_problem(entry)
+    resolved = resolve_weights(weights, offline, progress=on_download_progress, hash_in_background=True,
+                               on_download_start=on_download_start)
+    return found, skipped, resolved
+
+
 def score_paths(
     paths: Iterable[str | os.PathLike],
     *,
@@ -151,14 +168,8 @@ def score_paths(
     `weights.resolve_weights`; ``on_warning(message)`` with each one-line warning that is not about one file
     (the results cache: damaged and set aside, locked, or not usable; the run goes on either way).
     """
-    found, skipped = walk_paths(paths, walk, skip_under)
-    if on_walk_problem is not None:
-        for entry in found:
-            if not entry.ok:
-                on_walk_problem(entry)
-    # The weights hash runs while the Scorer loads the file; the Scorer waits for it before scoring anything.
-    resolved = resolve_weights(weights, offline, progress=on_download_progress, hash_in_background=True,
-                               on_download_start=on_download_start)
+    found, skipped, resolved = walk_then_weights(paths, walk, skip_under, weights, offline, on_walk_problem,
+                                                 on_download_start, on_download_progress)
     start = time.perf_counter()
     cached = _all_cached(found, resolved, options, on_warning)
     if cached is not None:
