@@ -206,3 +206,11 @@ def test_tag_per_group_writes_keywords_keeps_the_users_and_undo_restores(tmp_pat
     undo = run_cli("undo")
     assert undo.exit_code == 0, undo.stderr
     assert contents() == before
+
+
+def test_group_refuses_parquet_before_any_work(tmp_path, tiny_weights_file):
+    root = _shoot(tmp_path / "shoot")
+    for args in (["-f", "parquet"], ["-o", tmp_path / "groups.parquet"]):
+        result = run_cli("group", root, "--weights", tmp_path / "missing.pth", *args)
+        assert result.exit_code == 2 and "not written in parquet" in result.stderr, result.stderr
+    assert not (tmp_path / "groups.parquet").exists()

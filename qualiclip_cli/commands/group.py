@@ -41,8 +41,11 @@ def group(
     from qualiclip_cli.commands.render import choose_format, write_output_file, write_records
     from qualiclip_cli.commands.scoring import run_scoring, summarise
     from qualiclip_cli.core.curation.groups import group_records, grouped_order
+    from qualiclip_cli.core.errors import UsageError
 
     fmt = choose_format(fmt, output)
+    if fmt == "parquet":  # checked before any work, as `score --groups` refuses it
+        raise UsageError("the group columns are not written in parquet; use jsonl, json or csv")
     grouping = opt.group_options(shared)
     paths = opt.input_paths(paths, shared["files_from"], shared["null"])
     choices = opt.ScoringChoices.from_params({**shared, "paths": paths})
