@@ -151,6 +151,8 @@ def _pillow_fields(path: str | os.PathLike) -> _Fields | None:
 
     try:
         with Image.open(Path(path)) as image:
+            if image.format == "PNG" and "exif" not in image.info:
+                return None  # Pillow would decode the whole picture to look for an eXIf chunk after the pixels
             exif = image.getexif()
             sub = exif.get_ifd(_EXIF_IFD)
     except Exception:
