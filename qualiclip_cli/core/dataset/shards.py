@@ -132,7 +132,7 @@ def count_samples(path: Path, image_column: str | None = None, key_column: str |
     if shard_kind(path) == "parquet":
         return _open_parquet(path).metadata.num_rows
     try:
-        with _open_tar(path) as tar:
+        with _open_tar(path, headers_only=True) as tar:
             keys = [split_member(m.name)[0] for m in tar if m.isfile() and not _is_metadata(m.name)]
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ShardError(f"{path}: not a readable tar shard ({one_line(exc)})") from None
@@ -153,10 +153,14 @@ def read_samples(path: Path, image_field: str | None = None, key_column: str | N
 # -- tar ----------------------------------------------------------------------------------------------------
 
 
-def _open_tar(path: Path) -> tarfile.TarFile:
-    """The shard as a tar read in order (gzip-compressed by its name), so a damaged one fails with its reason."""
+def _open_tar(path: Path, headers_only: bool = False) -> tarfile.TarFile:
+    """The shard as a tar read in order (gzip-compressed by its name), so a damaged one fails with its reason.
+    ``headers_only``: an uncompressed tar opened for seeking, so listing its members reads their headers and skips
+    their data (a stream reads every byte)."""
     name = path.name.lower()
-    return tarfile.open(path, "r|gz" if name.endswith((".tar.gz", ".tgz")) else "r|")
+    if name.endswith((".tar.gz", ".tgz")):
+        return tarfile.open(path, "r|gz")
+    return tarfile.open(path, "r:" if headers_only else "r|")
 
 
 def _is_metadata(name: str) -> bool:
