@@ -133,12 +133,9 @@ class Scorer:
 
     # ------------------------------------------------------------------ model
 
-    def score_pixels(self, batch: list) -> list[tuple[float, dict[str, float]]]:
-        """Score equal-shape images (H×W×3 uint8 arrays or 3×H×W uint8 tensors); (score, pairs) per image."""
-        return [(score, pairs) for score, pairs, _ in self.score_and_embed(batch)]
-
     def score_and_embed(self, batch: list) -> list[tuple[float, dict[str, float], bytes]]:
-        """`score_pixels` plus each image's grouping embedding (`qualiclip.grouping_embeddings`) as float16
+        """Score equal-shape images (H×W×3 uint8 arrays or 3×H×W uint8 tensors): (score, pairs) per image, plus each
+        image's grouping embedding (`qualiclip.grouping_embeddings`) as float16
         bytes, from the same forward pass."""
         import numpy as np
         import torch
