@@ -77,10 +77,8 @@ def dct_request(original: tuple[int, int], target: tuple[int, int], draft: bool)
 def thumbnail_request(original: tuple[int, int], target: tuple[int, int]) -> tuple[int, int] | None:
     """The smallest embedded thumbnail (same frame as ``original``) a HEIF image of ``original`` size scored at
     ``target`` may be decoded from instead of the image: `DCT_LEFTOVER`× the target, for a reduction of at least
-    `DCT_MIN_REDUCTION`×; None: decode the image."""
-    if target == original or max(original) < DCT_MIN_REDUCTION * max(target):
-        return None
-    return target[0] * DCT_LEFTOVER, target[1] * DCT_LEFTOVER
+    `DCT_MIN_REDUCTION`×; None: decode the image. The same rule as a JPEG's DCT scaling without draft."""
+    return dct_request(original, target, draft=False)
 
 
 def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
