@@ -47,6 +47,7 @@ from qualiclip_cli.core.errors import ImageError, one_line
 from qualiclip_cli.core.images.decode import (
     DecodedImage,
     MemoryBudget,
+    _Held,
     check_regular_file,
     decode_array,
     decode_embedded,
@@ -357,10 +358,11 @@ def _develop(path: Path, raw, sizes, max_side: int, max_pixels: int | None, budg
     # LibRaw's unpacked mosaic (16 bits a photosite), its 4-channel 16-bit half-size image, the 8-bit result, and
     # the resize's rows and result (`policy.decode_cost`'s terms for the resize).
     cost = raw_pixels * 2 + half[0] * half[1] * (8 + 3 + 3) + max(half) * max(half) * 3
-    if budget is not None:
-        check_cost(path, (sizes.raw_width, sizes.raw_height), cost, budget.total)
-    hold = budget.hold(cost) if budget is not None else contextlib.nullcontext()
-    with hold:
+    held = _Held(budget)  # as the decoder holds its share: given back after a trim once the large buffers are freed
+    if held.total is not None:
+        check_cost(path, (sizes.raw_width, sizes.raw_height), cost, held.total)
+        held.take(cost)
+    with held:
         try:
             with _stderr_caught(said):
                 rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_color=rawpy.ColorSpace.sRGB,
@@ -372,7 +374,9 @@ def _develop(path: Path, raw, sizes, max_side: int, max_pixels: int | None, budg
             raise ImageError(path, f"cannot develop the RAW data: {reason}", damaged=_is_damage(exc, rawpy)) from None
         except MemoryError:
             raise ImageError(path, f"not enough memory to develop the RAW data (~{format_bytes(cost)})") from None
-        return decode_array(rgb, path, max_side, orientation=1, source=SOURCE_DEMOSAIC, max_pixels=max_pixels)
+        decoded = decode_array(rgb, path, max_side, orientation=1, source=SOURCE_DEMOSAIC, max_pixels=max_pixels)
+        del rgb
+        return decoded
 
 
 def _is_damage(exc: BaseException, rawpy) -> bool:
