@@ -161,7 +161,9 @@ def select(
     from qualiclip_cli.core.errors import UsageError
 
     if fmt is None:
-        fmt = "parquet" if output is not None and output.suffix.lower() in (".parquet", ".pq") else "lines"
+        from qualiclip_cli.core.dataset.shards import PARQUET_SUFFIXES
+
+        fmt = "parquet" if output is not None and output.suffix.lower() in PARQUET_SUFFIXES else "lines"
     if fmt == "parquet" and output is None and sys.stdout.isatty():
         raise UsageError("parquet is binary: write it to a file with -o keys.parquet (or pipe stdout)")
     selection = select_keys(folder, min_score, top_percent)

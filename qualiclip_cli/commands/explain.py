@@ -10,9 +10,10 @@ import typer
 
 from qualiclip_cli.commands import options as opt
 from qualiclip_cli.commands.errors import EXIT_OK, EXIT_PARTIAL, handle_errors
+from qualiclip_cli.core.curation.selection import ScoreKey
 
 #: `score` (the sum of the seven pairs' maps) or one pair, by its sub-score name (`records.PAIR_NAMES`).
-MapChoice = Literal["score", "overall", "sharpness", "edges", "resolution", "noise", "quality", "picture"]
+MapChoice = ScoreKey  # the score, or one of the seven sub-scores
 ExplainFormat = Literal["png", "json"]
 
 #: Where the PNGs go by default (in the current folder).

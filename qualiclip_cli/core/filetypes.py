@@ -7,7 +7,7 @@ LibRaw (`images.raw`), and curation (`curation.siblings`) moves a RAW+JPEG pair 
 
 from __future__ import annotations
 
-__all__ = ["CAMERA_PICTURE_EXTENSIONS", "IMAGE_EXTENSIONS", "PICTURE_EXTENSIONS", "RAW_EXTENSIONS",
+__all__ = ["CAMERA_PICTURE_EXTENSIONS", "IMAGE_EXTENSIONS", "JPEG_EXTENSIONS", "PICTURE_EXTENSIONS", "RAW_EXTENSIONS",
            "extension", "is_camera_picture_name", "is_image_name", "is_raw_name"]
 
 #: Pictures Pillow decodes (lower case, without the dot). jpe and jfif are JPEG, mpo is a camera's multi-picture
@@ -24,6 +24,9 @@ RAW_EXTENSIONS: frozenset[str] = frozenset(
     {"cr2", "cr3", "crw", "nef", "nrw", "arw", "srf", "sr2", "raf", "orf", "rw2", "pef", "dng", "srw", "x3f",
      "3fr", "iiq", "erf", "mos", "mrw", "kdc", "dcr", "rwl", "raw", "mef"}
 )
+
+#: JPEG files (what the nvjpeg decoder takes; where JPEG-embedded XMP is read).
+JPEG_EXTENSIONS: frozenset[str] = frozenset({"jpg", "jpeg", "jpe", "jfif"})
 
 #: What a directory walk picks up.
 IMAGE_EXTENSIONS: frozenset[str] = PICTURE_EXTENSIONS | RAW_EXTENSIONS

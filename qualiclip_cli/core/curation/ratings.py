@@ -22,10 +22,11 @@ from pathlib import Path
 from qualiclip_cli.core.curation import xmp
 from qualiclip_cli.core.curation.siblings import DirectoryIndex
 from qualiclip_cli.core.errors import CurationError
+from qualiclip_cli.core.filetypes import JPEG_EXTENSIONS
 
 #: The largest embedded XMP packet read (Lightroom's are a few KiB to a few hundred KiB).
 EMBEDDED_XMP_LIMIT = 4 << 20
-_JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
+_JPEG_SUFFIXES = frozenset(f".{ext}" for ext in JPEG_EXTENSIONS)
 _TIFF_SUFFIXES = frozenset({".tif", ".tiff", ".dng"})
 _XMP_APP1_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 _XMLPACKET_TAG = 700

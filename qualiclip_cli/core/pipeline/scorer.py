@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qualiclip_cli.core.errors import UsageError, first_line
-from qualiclip_cli.core.filetypes import is_raw_name
+from qualiclip_cli.core.filetypes import JPEG_EXTENSIONS, extension, is_raw_name
 from qualiclip_cli.core.images.policy import DEFAULT_DECODE_MEMORY, raw_scoring_identity, scoring_identity
 from qualiclip_cli.core.model.profile import profile_identity
 from qualiclip_cli.core.model.runtime import (
@@ -32,7 +32,6 @@ from qualiclip_cli.core.records import PAIR_NAMES, ScoreRecord, Signals
 if TYPE_CHECKING:
     from qualiclip_cli.core.pipeline.cache import ResultsCache
 
-_JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 
 
 def pick_decoder(requested: str, runtime: Runtime, max_side: int) -> str:
@@ -164,7 +163,7 @@ class Scorer:
 
     def load(self, path: Path):
         """Runs in a decode thread: JPEG bytes for the GPU decoder, else a Pillow-decoded image."""
-        if self.decoder == "nvjpeg" and Path(path).suffix.lower() in _JPEG_SUFFIXES:
+        if self.decoder == "nvjpeg" and extension(Path(path).name) in JPEG_EXTENSIONS:
             from qualiclip_cli.core.images.gpu_decode import JpegBytes, read_jpeg_bytes
 
             jpeg = read_jpeg_bytes(path, self.max_pixels)
