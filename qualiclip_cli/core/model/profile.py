@@ -10,6 +10,7 @@ probabilities, their mean), only what counts as good changes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qualiclip_cli.core.errors import WeightsError
-from qualiclip_cli.core.hashing import sha256_file
 
 PROFILE_FORMAT = "qualiclip-profile-1"
 FEATURES_KEY = "prompts_features"
@@ -65,8 +65,9 @@ def save_profile(path: os.PathLike | str, features, base_sha256: str, provenance
     tensor = torch.as_tensor(features, dtype=torch.float32).contiguous().clone()
     metadata = {"format": PROFILE_FORMAT, "base_sha256": base_sha256,
                 "provenance": json.dumps(provenance, sort_keys=True, allow_nan=False)}
-    atomic_write_bytes(Path(path), save({FEATURES_KEY: tensor}, metadata=metadata))
-    return sha256_file(path)
+    blob = save({FEATURES_KEY: tensor}, metadata=metadata)
+    atomic_write_bytes(Path(path), blob)
+    return hashlib.sha256(blob).hexdigest()  # the file's hash, from the bytes just written
 
 
 def load_profile(path: os.PathLike | str, embed_dim: int | None = None) -> Profile:
@@ -113,7 +114,6 @@ def load_profile(path: os.PathLike | str, embed_dim: int | None = None) -> Profi
         provenance = json.loads(metadata.get("provenance", "{}"))
     except ValueError:
         provenance = {}
-    import hashlib
 
     return Profile(path=path, sha256=hashlib.sha256(data).hexdigest(), base_sha256=base,
                    features=features.float(), provenance=provenance if isinstance(provenance, dict) else {})
